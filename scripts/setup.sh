@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Idempotent machine setup for building, demoing and testing the shim on Debian 12.
+# WasmEdge 0.14.1 and containerd 1.7 come from Debian trixie, pinned low so that nothing
+# else on the machine is upgraded from trixie.
+set -euo pipefail
+
+need_root() { [ "$(id -u)" = 0 ] || { echo "setup.sh must run as root (it installs packages)" >&2; exit 1; }; }
+log() { echo "[setup] $*"; }
+
+have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
+
+TRIXIE_PKGS=(libwasmedge-dev wasmedge containerd runc)
+BOOKWORM_PKGS=(libclang-dev protobuf-compiler libseccomp-dev pkg-config busybox-static iproute2 wrk jq curl ca-certificates)
+
+missing=()
+for p in "${TRIXIE_PKGS[@]}" "${BOOKWORM_PKGS[@]}"; do have_pkg "$p" || missing+=("$p"); done
+
+if [ ${#missing[@]} -gt 0 ]; then
+  need_root
+  if [ ! -f /etc/apt/sources.list.d/trixie.sources ]; then
+    log "adding Debian trixie source (pinned at priority 100)"
+    cat > /etc/apt/sources.list.d/trixie.sources <<'SRC'
+Types: deb
+URIs: http://deb.debian.org/debian
+Suites: trixie
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SRC
+    cat > /etc/apt/preferences.d/trixie-low <<'PIN'
+Package: *
+Pin: release n=trixie
+Pin-Priority: 100
+PIN
+  fi
+  log "apt-get update"
+  apt-get update -qq
+  export DEBIAN_FRONTEND=noninteractive
+  # --no-install-recommends: runc recommends criu, which would replace the system python3.
+  log "installing from trixie: ${TRIXIE_PKGS[*]}"
+  apt-get install -y -qq --no-install-recommends -t trixie "${TRIXIE_PKGS[@]}" >/dev/null
+  log "installing from bookworm: ${BOOKWORM_PKGS[*]}"
+  apt-get install -y -qq --no-install-recommends "${BOOKWORM_PKGS[@]}" >/dev/null
+else
+  log "apt packages present"
+fi
+
+if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip1; then
+  log "adding rust target wasm32-wasip1"
+  rustup target add wasm32-wasip1
+fi
+
+# The system containerd service is not used by the project (tests start their own);
+# make sure the package did not leave one running that could confuse an operator.
+if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet containerd 2>/dev/null; then
+  log "note: a system containerd is running; the project never touches it"
+fi
+
+log "wasmedge $(wasmedge --version 2>/dev/null | head -1), containerd $(containerd --version | awk '{print $3}'), runc $(runc --version | head -1 | awk '{print $3}')"

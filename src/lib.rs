@@ -1,0 +1,8 @@
+//! containerd-shim-wasmedge: run AOT-compiled WebAssembly as containerd/Kubernetes containers.
+//!
+//! Data flows one way: `node_config` (how the node is set up) → `shim` (containerd glue,
+//! OCI spec → run request) → `engine` (WasmEdge, AOT compilation and its cache).
+
+pub mod engine;
+pub mod node_config;
+pub mod shim;

@@ -1,0 +1,77 @@
+//! Node-level configuration written by the cluster admin (installed by `make install`).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::Deserialize;
+
+/// Environment variable that points the shim at a config file (tests and unusual installs).
+pub const CONFIG_ENV: &str = "CONTAINERD_SHIM_WASMEDGE_CONFIG";
+/// Where `make install` puts the node config.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/containerd-shim-wasmedge/config.toml";
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeConfig {
+    /// Directory holding AOT-compiled modules, shared by all containers of the node.
+    pub aot_cache_dir: PathBuf,
+    /// Upper bound of the cache's size on disk; least recently used entries are evicted.
+    pub aot_cache_max_bytes: u64,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self {
+            aot_cache_dir: PathBuf::from("/var/lib/containerd-shim-wasmedge/aot-cache"),
+            aot_cache_max_bytes: 1 << 30,
+        }
+    }
+}
+
+impl NodeConfig {
+    /// Loads the config named by `CONTAINERD_SHIM_WASMEDGE_CONFIG`, else the default path if it
+    /// exists, else built-in defaults. A named file that is missing or malformed is an error:
+    /// an admin's config is never silently ignored.
+    pub fn load() -> Result<Self> {
+        match std::env::var_os(CONFIG_ENV) {
+            Some(path) => Self::from_file(Path::new(&path)),
+            None if Path::new(DEFAULT_CONFIG_PATH).exists() => {
+                Self::from_file(Path::new(DEFAULT_CONFIG_PATH))
+            }
+            None => Ok(Self::default()),
+        }
+    }
+
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading node config {}", path.display()))?;
+        Self::parse(&text).with_context(|| format!("parsing node config {}", path.display()))
+    }
+
+    pub fn parse(text: &str) -> Result<Self> {
+        Ok(toml::from_str(text)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        assert_eq!(NodeConfig::parse("").unwrap(), NodeConfig::default());
+    }
+
+    #[test]
+    fn fields_are_read() {
+        let c = NodeConfig::parse("aot_cache_dir = \"/x\"\naot_cache_max_bytes = 42\n").unwrap();
+        assert_eq!(c.aot_cache_dir, PathBuf::from("/x"));
+        assert_eq!(c.aot_cache_max_bytes, 42);
+    }
+
+    #[test]
+    fn typo_is_rejected() {
+        let err = NodeConfig::parse("aot_cache_dirr = \"/x\"").unwrap_err();
+        assert!(format!("{err:#}").contains("aot_cache_dirr"), "{err:#}");
+    }
+}

@@ -1,0 +1,178 @@
+//! containerd glue: the `Shim`/`Sandbox`/`Compiler` of `containerd-shim-wasm`.
+//!
+//! `run_wasi` executes inside the container (after `pivot_root`), so everything it needs from
+//! the node (config, the AOT cache directory) is prepared by [`init_node`] in the shim binary's
+//! `main`, before any container process is forked, and inherited from there.
+
+use std::hash::Hash;
+use std::sync::OnceLock;
+
+use anyhow::Result;
+use containerd_shim_wasm::sandbox::context::{RuntimeContext, Source, WasmLayer};
+use containerd_shim_wasm::sandbox::Sandbox;
+use containerd_shim_wasm::shim::{Compiler, Shim, Version};
+
+use crate::engine::aot::{self, ModuleKind};
+use crate::engine::cache::AotCache;
+use crate::engine::{self, exit_code, Outcome, RunSpec};
+use crate::node_config::NodeConfig;
+
+/// Node state shared by every container this shim process forks.
+struct Node {
+    cache: Option<AotCache>,
+    /// Why the cache is unavailable, reported when a container would have used it.
+    cache_error: Option<String>,
+}
+
+static NODE: OnceLock<Node> = OnceLock::new();
+
+/// Opens the node's AOT cache. Called once in `main`, before containerd-shim-wasm forks.
+/// A cache that cannot be opened (read-only or full disk) is not fatal: modules then run
+/// compiled in memory or interpreted, and each container logs why.
+pub fn init_node(config: &NodeConfig) {
+    // WasmEdge logs to the process's stdout/stderr, which are the container's: keep the
+    // module's output its own. Errors reach users through the shim's messages instead.
+    wasmedge_sdk::LogManager::log_off();
+    let node = match AotCache::open(&config.aot_cache_dir, config.aot_cache_max_bytes) {
+        Ok(cache) => Node { cache: Some(cache), cache_error: None },
+        Err(e) => Node { cache: None, cache_error: Some(format!("{e:#}")) },
+    };
+    let _ = NODE.set(node);
+}
+
+fn node_cache() -> Option<&'static AotCache> {
+    let node = NODE.get()?;
+    if let Some(err) = &node.cache_error {
+        log::error!("aot cache unavailable: {err}");
+    }
+    node.cache.as_ref()
+}
+
+pub struct WasmEdgeShim;
+
+impl Shim for WasmEdgeShim {
+    fn name() -> &'static str {
+        "wasmedge"
+    }
+
+    fn version() -> Version {
+        containerd_shim_wasm::shim::version!()
+    }
+
+    type Sandbox = WasmEdgeSandbox;
+
+    async fn compiler() -> Option<impl Compiler> {
+        Some(OciLayerCompiler)
+    }
+}
+
+#[derive(Default)]
+pub struct WasmEdgeSandbox;
+
+impl Sandbox for WasmEdgeSandbox {
+    async fn run_wasi(&self, ctx: &impl RuntimeContext) -> Result<i32> {
+        exit_on_termination_signals();
+        let entrypoint = ctx.entrypoint();
+        let loaded = match &entrypoint.source {
+            Source::File(path) => std::fs::read(path)
+                .map_err(|e| engine::LoadError(format!("{}: {e}", path.display())))
+                .and_then(|bytes| engine::load_module(&bytes, Some(path), node_cache())),
+            Source::Oci(_) => entrypoint
+                .source
+                .as_bytes()
+                .map_err(|e| engine::LoadError(format!("OCI layer: {e:#}")))
+                .and_then(|bytes| engine::load_module(&bytes, None, node_cache())),
+        };
+        let loaded = match loaded {
+            Ok(loaded) => loaded,
+            Err(e) => return Ok(report_failure(&e.to_string(), exit_code::LOAD_FAILED)),
+        };
+        log::info!("module ready ({:?}), calling {}", loaded.path, entrypoint.func);
+        let spec = RunSpec {
+            func: &entrypoint.func,
+            args: ctx.args().to_vec(),
+            envs: ctx.envs().to_vec(),
+            preopens: vec!["/:/".to_string()],
+        };
+        match engine::run_command(&loaded.module, &spec) {
+            Ok(Outcome::Exited(code)) => Ok(code),
+            Ok(Outcome::Trapped(trap)) => Ok(report_failure(&format!("wasm trap: {trap}"), exit_code::TRAP)),
+            Err(e) => Ok(report_failure(&format!("failed to start module: {e:#}"), exit_code::LOAD_FAILED)),
+        }
+    }
+
+    /// Every file entrypoint is ours to run; a file that is not a usable module is reported
+    /// by `run_wasi` with a clear message instead of a generic "cannot handle" from youki.
+    async fn can_handle(&self, _ctx: &impl RuntimeContext) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Writes the reason to the container's stderr (so `ctr run`, `kubectl logs` and the
+/// termination message show it) and to the shim log.
+fn report_failure(message: &str, code: i32) -> i32 {
+    log::error!("{message}");
+    eprintln!("{message}");
+    code
+}
+
+/// A container's init process ignores signals it has no handler for, so without this a busy
+/// module would outlive `ctr task kill` (SIGTERM) until SIGKILL.
+fn exit_on_termination_signals() {
+    extern "C" fn on_signal(sig: libc::c_int) {
+        // SAFETY: _exit is async-signal-safe.
+        unsafe { libc::_exit(128 + sig) }
+    }
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+    let action = SigAction::new(SigHandler::Handler(on_signal), SaFlags::empty(), SigSet::empty());
+    for sig in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        // SAFETY: the handler only calls _exit.
+        unsafe {
+            let _ = sigaction(sig, &action);
+        }
+    }
+    debug_assert_eq!(exit_code::TERMINATED, 128 + libc::SIGTERM);
+}
+
+/// Compiles OCI wasm layers once; containerd-shim-wasm stores the result in containerd's
+/// content store and hands it back (as a precompiled layer) to later containers.
+pub struct OciLayerCompiler;
+
+impl Compiler for OciLayerCompiler {
+    fn cache_key(&self) -> impl Hash {
+        format!("{}-{}", aot::engine_fingerprint(), env!("CARGO_PKG_VERSION"))
+    }
+
+    async fn compile(&self, layers: &[WasmLayer]) -> Result<Vec<Option<Vec<u8>>>> {
+        let scratch = node_cache().map(|c| c.path_via_proc()).unwrap_or_else(std::env::temp_dir);
+        let mut out = Vec::with_capacity(layers.len());
+        for layer in layers {
+            let digest = layer.config.digest().to_string();
+            let compiled = match aot::classify(&layer.layer) {
+                ModuleKind::Bytecode => match wasmedge_sdk::Module::from_bytes(None, &layer.layer) {
+                    // Invalid modules are left as they are; run_wasi reports them precisely.
+                    Err(e) => {
+                        log::warn!("aot: OCI layer {digest} is not a valid module ({e}); not compiling");
+                        None
+                    }
+                    Ok(_) => {
+                        let started = std::time::Instant::now();
+                        match aot::compile(&layer.layer, &scratch) {
+                            Ok(native) => {
+                                log::info!("aot: compiled OCI layer {digest} in {} ms", started.elapsed().as_millis());
+                                Some(native)
+                            }
+                            Err(e) => {
+                                log::error!("aot: compiling OCI layer {digest} failed ({e:#}); it will be interpreted");
+                                None
+                            }
+                        }
+                    }
+                },
+                _ => None,
+            };
+            out.push(compiled);
+        }
+        Ok(out)
+    }
+}
