@@ -3,6 +3,7 @@
 //! Data flows one way: `node_config` (how the node is set up) → `shim` (containerd glue,
 //! OCI spec → run request) → `engine` (WasmEdge, AOT compilation and its cache).
 
+pub mod containerd_config;
 pub mod engine;
 pub mod node_config;
 pub mod shim;

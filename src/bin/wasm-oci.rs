@@ -614,6 +614,14 @@ fn build_artifact_image(name: &str, module: &Path) -> Result<Vec<u8>> {
 
 /// Write `data` to `out` via `out.tmp` + rename.
 fn write_atomic(out: &Path, data: &[u8]) -> Result<()> {
+    // The rename would replace symlinks/devices (e.g. /dev/stdout) with a file.
+    if let Ok(meta) = fs::symlink_metadata(out) {
+        ensure!(
+            meta.file_type().is_file(),
+            "refusing to replace {}: not a regular file",
+            out.display()
+        );
+    }
     let mut tmp = out.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
@@ -966,6 +974,14 @@ mod tests {
         assert_eq!(first, second);
         assert_eq!(first, a);
         assert!(!dir.path().join("rootfs.tar.tmp").exists());
+
+        // Never replaces a non-regular file (directory, symlink, device).
+        let link = dir.path().join("link.tar");
+        std::os::unix::fs::symlink(dir.path().join("rootfs.tar"), &link).unwrap();
+        let err = write_atomic(&link, b"x").unwrap_err();
+        assert!(err.to_string().contains("not a regular file"), "{err}");
+        assert!(write_atomic(dir.path(), b"x").is_err());
+        assert_eq!(fs::read(&link).unwrap(), a);
     }
 
     #[test]

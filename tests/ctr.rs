@@ -1,0 +1,217 @@
+//! The shim under a private containerd, driven like `ctr`.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{images, unique, wasm, Containerd, WASMEDGE_RUNTIME};
+
+/// `ctr run IMAGE ID ARGS...` replaces the whole command line, so arg0 comes first.
+const HELLO: &str = "/app/hello.wasm";
+
+fn hello_image(c: &Containerd) -> String {
+    let data = images().write_file("data.txt", b"data shipped in the image\n");
+    let archive = images().rootfs("localhost/hello:test", &wasm("hello"), &[(&data, "/app/data.txt")]);
+    c.import(None, &archive, false);
+    "localhost/hello:test".to_string()
+}
+
+#[test]
+fn hello_prints_and_exit_code_propagates() {
+    let c = Containerd::start();
+    let image = hello_image(&c);
+    let r = c.run_wasm(&image, &unique("hello"), &[]);
+    assert_eq!(r.code, 0, "stderr: {}", r.stderr);
+    assert_eq!(r.stdout.trim(), "hello from wasmedge");
+
+    let r = c.run_wasm(&image, &unique("exit"), &[HELLO, "exit", "7"]);
+    assert_eq!(r.code, 7, "ctr run must return the module's exit code; stderr: {}", r.stderr);
+    assert_eq!(r.stdout.trim(), "exiting with 7");
+    c.assert_clean();
+}
+
+#[test]
+fn args_env_and_image_files_reach_the_module() {
+    let c = Containerd::start();
+    let image = hello_image(&c);
+    let id = unique("args");
+    let r = c.run(WASMEDGE_RUNTIME, &image, &id, &[], &[HELLO, "args", "one", "two words"]);
+    assert_eq!(r.code, 0, "stderr: {}", r.stderr);
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert_eq!(lines, ["argc=4", "argv[0]=/app/hello.wasm", "argv[1]=args", "argv[2]=one", "argv[3]=two words"]);
+
+    let r = c.run(WASMEDGE_RUNTIME, &image, &unique("env"), &["--env", "GREETING=hi there"], &[HELLO, "env", "GREETING", "UNSET_ONE"]);
+    assert_eq!(r.code, 0, "stderr: {}", r.stderr);
+    assert_eq!(r.stdout.lines().collect::<Vec<_>>(), ["GREETING=hi there", "UNSET_ONE is unset"]);
+
+    let r = c.run_wasm(&image, &unique("cat"), &[HELLO, "cat", "/app/data.txt"]);
+    assert_eq!(r.code, 0, "stderr: {}", r.stderr);
+    assert_eq!(r.stdout, "data shipped in the image\n");
+
+    let r = c.run_wasm(&image, &unique("stderr"), &[HELLO, "stderr", "to the error stream"]);
+    assert_eq!(r.code, 0);
+    assert!(r.stderr.contains("to the error stream"), "stderr: {}", r.stderr);
+    assert!(!r.stdout.contains("to the error stream"));
+    c.assert_clean();
+}
+
+fn wait_status(c: &Containerd, id: &str, status: &str, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        let out = c.ctr_ok(&["task", "ls"]);
+        if out.lines().any(|l| l.split_whitespace().next() == Some(id) && l.contains(status)) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    false
+}
+
+fn kill_running_loop(c: &Containerd, image: &str, signal: &str) -> (Duration, String) {
+    let id = unique("loop");
+    let cgroup = c.cgroup_of(&id);
+    c.ctr_ok(&["run", "-d", "--runtime", WASMEDGE_RUNTIME, "--cgroup", &cgroup, image, &id, "/app/hello.wasm", "loop"]);
+    assert!(wait_status(c, &id, "RUNNING", Duration::from_secs(20)), "loop never ran");
+    // Let the module get into its busy loop.
+    std::thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    c.ctr_ok(&["task", "kill", "-s", signal, &id]);
+    assert!(wait_status(c, &id, "STOPPED", Duration::from_secs(10)), "{signal} did not stop the module");
+    let took = started.elapsed();
+    let info = c.ctr_ok(&["task", "delete", &id]);
+    c.ctr_ok(&["container", "rm", &id]);
+    (took, info)
+}
+
+#[test]
+fn kill_stops_an_infinite_loop_promptly() {
+    let c = Containerd::start();
+    let image = hello_image(&c);
+    let (took, _) = kill_running_loop(&c, &image, "SIGTERM");
+    assert!(took < Duration::from_secs(2), "SIGTERM took {took:?}");
+    let (took, _) = kill_running_loop(&c, &image, "SIGKILL");
+    assert!(took < Duration::from_secs(2), "SIGKILL took {took:?}");
+    c.assert_clean();
+}
+
+#[test]
+fn sigterm_exit_status_is_143() {
+    let c = Containerd::start();
+    let image = hello_image(&c);
+    let id = unique("term");
+    let cgroup = c.cgroup_of(&id);
+    c.ctr_ok(&["run", "-d", "--runtime", WASMEDGE_RUNTIME, "--cgroup", &cgroup, &image, &id, "/app/hello.wasm", "sleep", "60"]);
+    assert!(wait_status(&c, &id, "RUNNING", Duration::from_secs(20)));
+    std::thread::sleep(Duration::from_millis(200));
+    c.ctr_ok(&["task", "kill", &id]);
+    assert!(wait_status(&c, &id, "STOPPED", Duration::from_secs(5)));
+    let out = c.ctr(&["task", "delete", &id]);
+    // ctr prints the exit status of the deleted task.
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("143"), "expected exit status 143, got: {text}");
+    c.ctr_ok(&["container", "rm", &id]);
+    c.assert_clean();
+}
+
+#[test]
+fn rootfs_image_compiles_once_then_hits_the_aot_cache() {
+    let c = Containerd::start();
+    let image = hello_image(&c);
+    let r = c.run_wasm(&image, &unique("first"), &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(c.aot_entries().len(), 1, "first run must store one AOT entry");
+    let entry = c.aot_entries().remove(0);
+    let written = std::fs::read(&entry).unwrap();
+
+    let r = c.run_wasm(&image, &unique("second"), &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.stdout.trim(), "hello from wasmedge");
+    let log = c.log_text();
+    assert_eq!(log.matches("aot: compiled /app/hello.wasm").count(), 1, "compiled more than once:\n{log}");
+    assert_eq!(log.matches("aot: cache hit for /app/hello.wasm").count(), 1, "no cache hit:\n{log}");
+    assert_eq!(c.aot_entries(), vec![entry.clone()]);
+    assert_eq!(std::fs::read(&entry).unwrap(), written, "a cache hit must not rewrite the entry");
+    c.assert_clean();
+}
+
+#[test]
+fn corrupt_cache_entry_is_recompiled_not_loaded() {
+    let c = Containerd::start();
+    let image = hello_image(&c);
+    assert_eq!(c.run_wasm(&image, &unique("fill"), &[]).code, 0);
+    let entry = c.aot_entries().remove(0);
+    let mut bytes = std::fs::read(&entry).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x55;
+    std::fs::write(&entry, &bytes).unwrap();
+
+    let r = c.run_wasm(&image, &unique("after-corruption"), &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.stdout.trim(), "hello from wasmedge");
+    let log = c.log_text();
+    assert!(log.contains("was corrupt (checksum mismatch)"), "{log}");
+    assert_eq!(log.matches("aot: compiled /app/hello.wasm").count(), 2);
+    c.assert_clean();
+}
+
+#[test]
+fn wasm_artifact_image_runs_and_is_precompiled_once() {
+    let c = Containerd::start();
+    let archive = images().artifact("localhost/hello-artifact:test", &wasm("hello"));
+    c.import(None, &archive, true);
+    for n in 0..2 {
+        let r = c.run_wasm("localhost/hello-artifact:test", &unique("artifact"), &["/hello.wasm", "exit", "3"]);
+        assert_eq!(r.code, 3, "run {n}: {}", r.stderr);
+        assert_eq!(r.stdout.trim(), "exiting with 3");
+    }
+    let log = c.log_text();
+    assert_eq!(log.matches("aot: compiled OCI layer").count(), 1, "the OCI layer must be compiled exactly once:\n{log}");
+    assert!(log.matches("module ready (Precompiled)").count() >= 2, "{log}");
+    c.assert_clean();
+}
+
+#[test]
+fn malformed_modules_fail_with_a_clear_message_and_leave_nothing() {
+    let c = Containerd::start();
+    let hello = std::fs::read(wasm("hello")).unwrap();
+    let truncated = images().write_file("truncated.wasm", &hello[..hello.len() / 3]);
+    let archive = images().rootfs("localhost/truncated:test", &truncated, &[]);
+    c.import(None, &archive, false);
+    let r = c.run_wasm("localhost/truncated:test", &unique("truncated"), &[]);
+    assert_eq!(r.code, 126, "stdout {} stderr {}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("failed to load module: /app/truncated.wasm"), "stderr: {}", r.stderr);
+
+    let artifact = images().artifact("localhost/truncated-artifact:test", &truncated);
+    c.import(None, &artifact, true);
+    let r = c.run_wasm("localhost/truncated-artifact:test", &unique("truncated-oci"), &[]);
+    assert_eq!(r.code, 126, "stderr {}", r.stderr);
+    assert!(r.stderr.contains("failed to load module"), "stderr: {}", r.stderr);
+    assert!(c.aot_entries().is_empty(), "nothing may be cached for a broken module");
+    c.assert_clean();
+}
+
+#[test]
+fn a_trap_is_reported_with_its_reason() {
+    let c = Containerd::start();
+    let image = hello_image(&c);
+    let r = c.run_wasm(&image, &unique("trap"), &[HELLO, "trap"]);
+    assert_eq!(r.code, 134, "{}", r.stderr);
+    assert!(r.stderr.contains("wasm trap: unreachable"), "stderr: {}", r.stderr);
+    c.assert_clean();
+}
+
+#[test]
+fn linux_containers_still_run_natively_under_the_shim() {
+    // The pause image is an ELF binary: the shim runs it like runc would (pods need this).
+    let c = Containerd::start();
+    c.import(None, &images().pause(), false);
+    let id = unique("pause");
+    let cgroup = c.cgroup_of(&id);
+    c.ctr_ok(&["run", "-d", "--runtime", WASMEDGE_RUNTIME, "--cgroup", &cgroup, common::PAUSE_IMAGE, &id]);
+    assert!(wait_status(&c, &id, "RUNNING", Duration::from_secs(20)));
+    c.ctr_ok(&["task", "kill", &id]);
+    assert!(wait_status(&c, &id, "STOPPED", Duration::from_secs(5)));
+    c.ctr_ok(&["task", "delete", &id]);
+    c.ctr_ok(&["container", "rm", &id]);
+    c.assert_clean();
+}
