@@ -4,6 +4,7 @@
 //! OCI spec → run request) → `engine` (WasmEdge, AOT compilation and its cache).
 
 pub mod containerd_config;
+pub mod devnode;
 pub mod engine;
 pub mod node_config;
 pub mod shim;

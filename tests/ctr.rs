@@ -215,3 +215,23 @@ fn linux_containers_still_run_natively_under_the_shim() {
     c.ctr_ok(&["container", "rm", &id]);
     c.assert_clean();
 }
+
+#[test]
+fn edge_function_answers_a_request_on_stdin() {
+    let c = Containerd::start();
+    c.import(None, &images().rootfs("localhost/edge-function:test", &wasm("edge-function"), &[]), false);
+    let request = r#"{"path":"/api/v1/process","method":"POST","headers":{"x-region":"ap-east-1"},"body":"{\"action\":\"transform\",\"data\":\"hello\"}","query":{}}"#;
+    let r = c.run_with_stdin(WASMEDGE_RUNTIME, "localhost/edge-function:test", &unique("edge"), &["/app/edge-function.wasm"], request.as_bytes());
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let response: serde_json::Value = serde_json::from_str(r.stdout.trim()).expect("one JSON response");
+    assert_eq!(response["status_code"], 200);
+    let body: serde_json::Value = serde_json::from_str(response["body"].as_str().unwrap()).unwrap();
+    assert_eq!(body["result"], "HELLO");
+    assert_eq!(body["region"], "ap-east-1");
+
+    let r = c.run_with_stdin(WASMEDGE_RUNTIME, "localhost/edge-function:test", &unique("edge"), &["/app/edge-function.wasm"], br#"{"path":"/","method":"PUT","headers":{},"query":{}}"#);
+    let response: serde_json::Value = serde_json::from_str(r.stdout.trim()).unwrap();
+    assert_eq!(response["status_code"], 405);
+    assert_eq!(response["body"], r#"{"error":"method not allowed"}"#);
+    c.assert_clean();
+}

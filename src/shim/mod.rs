@@ -72,6 +72,7 @@ pub struct WasmEdgeSandbox;
 impl Sandbox for WasmEdgeSandbox {
     async fn run_wasi(&self, ctx: &impl RuntimeContext) -> Result<i32> {
         exit_on_termination_signals();
+        make_stdin_read_only();
         let entrypoint = ctx.entrypoint();
         let loaded = match &entrypoint.source {
             Source::File(path) => std::fs::read(path)
@@ -132,6 +133,26 @@ fn exit_on_termination_signals() {
         }
     }
     debug_assert_eq!(exit_code::TERMINATED, 128 + libc::SIGTERM);
+}
+
+/// containerd-shim-wasm opens the stdin FIFO read-write (so that opening never blocks), which
+/// makes the container its own writer: a module reading stdin to the end would wait forever
+/// after the client closed its side. Reopen it read-only so the client's close is an EOF.
+fn make_stdin_read_only() {
+    use nix::fcntl::{fcntl, open, FcntlArg, OFlag};
+    use nix::sys::stat::{fstat, Mode, SFlag};
+    let is_fifo = fstat(0).map(|st| SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFIFO).unwrap_or(false);
+    let read_write = fcntl(0, FcntlArg::F_GETFL).map(|fl| OFlag::from_bits_truncate(fl) & OFlag::O_ACCMODE == OFlag::O_RDWR).unwrap_or(false);
+    if !(is_fifo && read_write) {
+        return;
+    }
+    match open("/proc/self/fd/0", OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty()) {
+        Ok(fd) => {
+            let _ = nix::unistd::dup2(fd, 0);
+            let _ = nix::unistd::close(fd);
+        }
+        Err(e) => log::warn!("could not reopen stdin read-only ({e}); a module reading to EOF may block"),
+    }
 }
 
 /// Compiles OCI wasm layers once; containerd-shim-wasm stores the result in containerd's
