@@ -21,7 +21,7 @@ restart_containerd() {
   fi
 }
 
-install() {
+do_install() {
   install -D -m 0755 target/release/containerd-shim-wasmedge-v1 "$PREFIX/bin/containerd-shim-wasmedge-v1"
   install -D -m 0755 target/release/containerd-wasmedge-config "$PREFIX/bin/containerd-wasmedge-config"
   log "shim installed at $PREFIX/bin/containerd-shim-wasmedge-v1"
@@ -35,14 +35,20 @@ install() {
   fi
   mkdir -p "$(dirname "$CONTAINERD_CONFIG")" "$DROPIN_DIR"
   [ -f "$CONTAINERD_CONFIG" ] || containerd config default > "$CONTAINERD_CONFIG"
-  if ! grep -q "$DROPIN_DIR" "$CONTAINERD_CONFIG"; then
-    if grep -qE '^\s*imports\s*=' "$CONTAINERD_CONFIG"; then
-      echo "[install] $CONTAINERD_CONFIG already has an imports line; add \"$DROPIN_DIR/*.toml\" to it" >&2
+  if ! grep -qF "$DROPIN_DIR/*.toml" "$CONTAINERD_CONFIG"; then
+    local entry="\"$DROPIN_DIR/*.toml\""
+    if grep -qE '^imports = \[\]\s*$' "$CONTAINERD_CONFIG"; then
+      sed -i -E "s|^imports = \[\]\s*$|imports = [$entry]|" "$CONTAINERD_CONFIG"
+    elif grep -qE '^imports = \[.+\]\s*$' "$CONTAINERD_CONFIG"; then
+      sed -i -E "s|^imports = \[(.+)\]\s*$|imports = [\1, $entry]|" "$CONTAINERD_CONFIG"
+    elif grep -qE '^\s*imports\s*=' "$CONTAINERD_CONFIG"; then
+      echo "[install] cannot edit the imports of $CONTAINERD_CONFIG; add $entry to it" >&2
       exit 1
+    else
+      # imports must come before any table in TOML.
+      { echo "imports = [$entry]"; cat "$CONTAINERD_CONFIG"; } > "$CONTAINERD_CONFIG.tmp"
+      mv "$CONTAINERD_CONFIG.tmp" "$CONTAINERD_CONFIG"
     fi
-    # imports must come before any table in TOML.
-    { echo "imports = [\"$DROPIN_DIR/*.toml\"]"; cat "$CONTAINERD_CONFIG"; } > "$CONTAINERD_CONFIG.tmp"
-    mv "$CONTAINERD_CONFIG.tmp" "$CONTAINERD_CONFIG"
     log "added imports of $DROPIN_DIR to $CONTAINERD_CONFIG"
   fi
   local effective; effective=$(mktemp)
@@ -61,7 +67,7 @@ install() {
   fi
 }
 
-uninstall() {
+do_uninstall() {
   local changed=0
   if [ -f "$DROPIN_DIR/wasmedge.toml" ]; then rm -f "$DROPIN_DIR/wasmedge.toml"; changed=1; log "removed $DROPIN_DIR/wasmedge.toml"; fi
   rm -f "$PREFIX/bin/containerd-shim-wasmedge-v1" "$PREFIX/bin/containerd-wasmedge-config"
@@ -71,7 +77,7 @@ uninstall() {
 }
 
 case "${1:-}" in
-  install) install ;;
-  uninstall) uninstall ;;
+  install) do_install ;;
+  uninstall) do_uninstall ;;
   *) echo "usage: $0 install|uninstall" >&2; exit 2 ;;
 esac
