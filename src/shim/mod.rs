@@ -17,11 +17,15 @@ use crate::engine::cache::AotCache;
 use crate::engine::{self, exit_code, Outcome, RunSpec};
 use crate::node_config::NodeConfig;
 
+mod spec;
+
 /// Node state shared by every container this shim process forks.
 struct Node {
     cache: Option<AotCache>,
     /// Why the cache is unavailable, reported when a container would have used it.
     cache_error: Option<String>,
+    /// The directory of this namespace's bundles, to find a container's own spec.
+    task_dir: Option<std::os::fd::OwnedFd>,
 }
 
 static NODE: OnceLock<Node> = OnceLock::new();
@@ -33,10 +37,11 @@ pub fn init_node(config: &NodeConfig) {
     // WasmEdge logs to the process's stdout/stderr, which are the container's: keep the
     // module's output its own. Errors reach users through the shim's messages instead.
     wasmedge_sdk::LogManager::log_off();
-    let node = match AotCache::open(&config.aot_cache_dir, config.aot_cache_max_bytes) {
-        Ok(cache) => Node { cache: Some(cache), cache_error: None },
-        Err(e) => Node { cache: None, cache_error: Some(format!("{e:#}")) },
+    let (cache, cache_error) = match AotCache::open(&config.aot_cache_dir, config.aot_cache_max_bytes) {
+        Ok(cache) => (Some(cache), None),
+        Err(e) => (None, Some(format!("{e:#}"))),
     };
+    let node = Node { cache, cache_error, task_dir: spec::open_task_dir().ok() };
     let _ = NODE.set(node);
 }
 
@@ -73,6 +78,14 @@ impl Sandbox for WasmEdgeSandbox {
     async fn run_wasi(&self, ctx: &impl RuntimeContext) -> Result<i32> {
         exit_on_termination_signals();
         make_stdin_read_only();
+        let annotations = match NODE.get().and_then(|n| n.task_dir.as_ref()) {
+            Some(dir) => spec::own_annotations(dir).unwrap_or_else(|e| {
+                log::warn!("could not read this container's annotations ({e:#}); using the node defaults");
+                Default::default()
+            }),
+            None => Default::default(),
+        };
+        log::info!("annotations: {annotations:?}");
         let entrypoint = ctx.entrypoint();
         let loaded = match &entrypoint.source {
             Source::File(path) => std::fs::read(path)
