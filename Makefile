@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 WASM_TARGET := wasm32-wasip1
-EXAMPLES := hello edge-function
+EXAMPLES := hello edge-function hostile
 PREFIX ?= /usr/local
 
 .PHONY: all setup build wasm images test unit-test demo bench install uninstall clean
