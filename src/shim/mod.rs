@@ -122,11 +122,18 @@ impl Sandbox for WasmEdgeSandbox {
     }
 }
 
-/// Writes the reason to the container's stderr (so `ctr run`, `kubectl logs` and the
-/// termination message show it) and to the shim log.
+/// Kubernetes shows this file's content as the container's termination message.
+const TERMINATION_LOG: &str = "/dev/termination-log";
+
+/// Writes the reason to the container's stderr (`ctr run`, `kubectl logs`), to the termination
+/// message when Kubernetes provides one (`kubectl describe`), and to the shim log.
 fn report_failure(message: &str, code: i32) -> i32 {
     log::error!("{message}");
     eprintln!("{message}");
+    if let Ok(mut f) = std::fs::OpenOptions::new().append(true).open(TERMINATION_LOG) {
+        use std::io::Write;
+        let _ = writeln!(f, "{message}");
+    }
     code
 }
 
