@@ -7,4 +7,5 @@ pub mod containerd_config;
 pub mod devnode;
 pub mod engine;
 pub mod node_config;
+pub mod policy;
 pub mod shim;

@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::Deserialize;
 
+use crate::policy::{CeilingSpec, PolicySettings, EDGE_STRICT};
+
 /// Environment variable that points the shim at a config file (tests and unusual installs).
 pub const CONFIG_ENV: &str = "CONTAINERD_SHIM_WASMEDGE_CONFIG";
 /// Where `make install` puts the node config.
@@ -17,6 +19,12 @@ pub struct NodeConfig {
     pub aot_cache_dir: PathBuf,
     /// Upper bound of the cache's size on disk; least recently used entries are evicted.
     pub aot_cache_max_bytes: u64,
+    /// Extra or replacement policy presets (`<name>.yaml`), on top of the built-in ones.
+    pub policy_dir: PathBuf,
+    /// Preset of containers that name none (deny by default: edge-strict).
+    pub default_policy: String,
+    /// The most any container may get: a preset name or inline limits (default edge-moderate).
+    pub ceiling: Option<CeilingSpec>,
 }
 
 impl Default for NodeConfig {
@@ -24,6 +32,9 @@ impl Default for NodeConfig {
         Self {
             aot_cache_dir: PathBuf::from("/var/lib/containerd-shim-wasmedge/aot-cache"),
             aot_cache_max_bytes: 1 << 30,
+            policy_dir: PathBuf::from("/etc/containerd-shim-wasmedge/policies"),
+            default_policy: EDGE_STRICT.to_string(),
+            ceiling: None,
         }
     }
 }
@@ -51,6 +62,12 @@ impl NodeConfig {
     pub fn parse(text: &str) -> Result<Self> {
         Ok(toml::from_str(text)?)
     }
+
+    /// The node's policy presets, default and ceiling, checked for consistency.
+    pub fn policy_settings(&self) -> Result<PolicySettings> {
+        PolicySettings::load(&self.policy_dir, &self.default_policy, self.ceiling.as_ref())
+            .with_context(|| format!("policy settings (policy_dir {})", self.policy_dir.display()))
+    }
 }
 
 #[cfg(test)]
@@ -67,6 +84,24 @@ mod tests {
         let c = NodeConfig::parse("aot_cache_dir = \"/x\"\naot_cache_max_bytes = 42\n").unwrap();
         assert_eq!(c.aot_cache_dir, PathBuf::from("/x"));
         assert_eq!(c.aot_cache_max_bytes, 42);
+    }
+
+    #[test]
+    fn ceiling_as_preset_or_limits() {
+        let c = NodeConfig::parse("ceiling = \"edge-strict\"\n").unwrap();
+        assert_eq!(c.ceiling, Some(CeilingSpec::Preset("edge-strict".into())));
+        let c = NodeConfig::parse(
+            "[ceiling]\nmaxMemoryPages = 128\nexecutionTimeoutMs = 1000\nallowedHosts = []\nallowedEnvVars = [\"APP_MODE\"]\nallowedDirs = []\nmaxNetworkRequests = 0\n",
+        )
+        .unwrap();
+        assert!(matches!(c.ceiling, Some(CeilingSpec::Limits(ref l)) if l.max_memory_pages == 128));
+    }
+
+    #[test]
+    fn default_policy_must_fit_the_ceiling() {
+        let c = NodeConfig::parse("default_policy = \"edge-moderate\"\nceiling = \"edge-strict\"\npolicy_dir = \"/nonexistent\"\n").unwrap();
+        let err = c.policy_settings().unwrap_err();
+        assert!(format!("{err:#}").contains("above the policy ceiling"), "{err:#}");
     }
 
     #[test]

@@ -60,65 +60,86 @@ async fn wait_exited(cri: &mut Cri, id: &str) -> api::ContainerStatus {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pod_runs_wasm_container_through_cri() {
-    let c = Containerd::start();
-    c.import(Some(K8S_NS), &images().pause(), false);
-    let data = images().write_file("cri-data.txt", b"cri file\n");
-    let archive = images().rootfs("localhost/hello-cri:test", &wasm("hello"), &[(&data, "/app/data.txt")]);
-    c.import(Some(K8S_NS), &archive, false);
+struct Pod {
+    name: String,
+    id: String,
+    config: api::PodSandboxConfig,
+}
 
-    let mut cri = Cri::connect(c.socket.clone()).await;
-    let pod_name = unique("pod");
-    let config = pod_config(&c, &pod_name);
-    let pod_id = cri
+async fn run_pod(c: &Containerd, cri: &mut Cri, annotations: HashMap<String, String>) -> Pod {
+    let name = unique("pod");
+    let mut config = pod_config(c, &name);
+    config.annotations = annotations;
+    let id = cri
         .runtime
         .run_pod_sandbox(api::RunPodSandboxRequest { config: Some(config.clone()), runtime_handler: "wasmedge".to_string() })
         .await
         .unwrap_or_else(|e| panic!("RunPodSandbox: {e}\n{}", c.log_text()))
         .into_inner()
         .pod_sandbox_id;
+    Pod { name, id, config }
+}
 
-    let run_container = |name: &'static str, args: Vec<&'static str>| {
-        let config = config.clone();
-        let pod_id = pod_id.clone();
-        api::CreateContainerRequest {
-            pod_sandbox_id: pod_id,
-            config: Some(api::ContainerConfig {
-                metadata: Some(api::ContainerMetadata { name: name.to_string(), attempt: 0 }),
-                image: Some(api::ImageSpec { image: "localhost/hello-cri:test".to_string(), ..Default::default() }),
-                args: args.into_iter().map(String::from).collect(),
-                envs: vec![api::KeyValue { key: "GREETING".into(), value: "from-cri".into() }],
-                log_path: format!("{name}.log"),
-                annotations: HashMap::new(),
-                ..Default::default()
-            }),
-            sandbox_config: Some(config),
-        }
+/// Creates and starts one container of `image` in `pod`, waits for it to exit.
+async fn run_container(cri: &mut Cri, pod: &Pod, image: &str, args: &[&str], annotations: HashMap<String, String>) -> api::ContainerStatus {
+    let request = api::CreateContainerRequest {
+        pod_sandbox_id: pod.id.clone(),
+        config: Some(api::ContainerConfig {
+            metadata: Some(api::ContainerMetadata { name: "main".to_string(), attempt: 0 }),
+            image: Some(api::ImageSpec { image: image.to_string(), ..Default::default() }),
+            args: args.iter().map(|a| a.to_string()).collect(),
+            envs: vec![api::KeyValue { key: "APP_MODE".into(), value: "from-cri".into() }],
+            log_path: "main.log".to_string(),
+            annotations,
+            ..Default::default()
+        }),
+        sandbox_config: Some(pod.config.clone()),
     };
-
-    // A module that prints its environment and a file from the image, then exits 0.
-    let req = run_container("hello", vec!["env", "GREETING"]);
-    let id = cri.runtime.create_container(req).await.expect("CreateContainer").into_inner().container_id;
+    let id = cri.runtime.create_container(request).await.expect("CreateContainer").into_inner().container_id;
     cri.runtime.start_container(api::StartContainerRequest { container_id: id.clone() }).await.expect("StartContainer");
-    let status = wait_exited(&mut cri, &id).await;
-    assert_eq!(status.exit_code, 0, "{status:?}");
-    let log = std::fs::read_to_string(c.dir.join("pod-logs").join(&pod_name).join("hello.log")).unwrap();
-    assert!(log.contains(" stdout F GREETING=from-cri"), "CRI log: {log}");
+    wait_exited(cri, &id).await
+}
 
-    // A failing module: the exit code reaches ContainerStatus.
-    let req = run_container("fails", vec!["exit", "3"]);
-    let id = cri.runtime.create_container(req).await.expect("CreateContainer").into_inner().container_id;
-    cri.runtime.start_container(api::StartContainerRequest { container_id: id.clone() }).await.expect("StartContainer");
-    let status = wait_exited(&mut cri, &id).await;
-    assert_eq!(status.exit_code, 3, "{status:?}");
+fn container_log(c: &Containerd, pod: &Pod) -> String {
+    std::fs::read_to_string(c.dir.join("pod-logs").join(&pod.name).join("main.log")).unwrap_or_default()
+}
 
-    cri.runtime.stop_pod_sandbox(api::StopPodSandboxRequest { pod_sandbox_id: pod_id.clone() }).await.expect("StopPodSandbox");
-    cri.runtime.remove_pod_sandbox(api::RemovePodSandboxRequest { pod_sandbox_id: pod_id.clone() }).await.expect("RemovePodSandbox");
+async fn remove_pod(c: &Containerd, cri: &mut Cri, pod: &Pod) {
+    cri.runtime.stop_pod_sandbox(api::StopPodSandboxRequest { pod_sandbox_id: pod.id.clone() }).await.expect("StopPodSandbox");
+    cri.runtime.remove_pod_sandbox(api::RemovePodSandboxRequest { pod_sandbox_id: pod.id.clone() }).await.expect("RemovePodSandbox");
     let pods = cri.runtime.list_pod_sandbox(api::ListPodSandboxRequest::default()).await.unwrap().into_inner().items;
-    assert!(pods.iter().all(|p| p.id != pod_id), "sandbox still listed");
+    assert!(pods.iter().all(|p| p.id != pod.id), "sandbox still listed");
+    c.remove_pod_cgroup(&pod.name);
+}
+
+fn hello_image(c: &Containerd) -> &'static str {
+    let archive = images().rootfs("localhost/hello-cri:test", &wasm("hello"), &[]);
+    c.import(Some(K8S_NS), &archive, false);
+    "localhost/hello-cri:test"
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pod_runs_wasm_container_through_cri() {
+    let c = Containerd::start();
+    c.import(Some(K8S_NS), &images().pause(), false);
+    let image = hello_image(&c);
+    let mut cri = Cri::connect(c.socket.clone()).await;
+
+    // A module that prints an allowed variable and exits 0: output in the CRI log file.
+    let pod = run_pod(&c, &mut cri, HashMap::new()).await;
+    let status = run_container(&mut cri, &pod, image, &["env", "APP_MODE"], HashMap::new()).await;
+    assert_eq!(status.exit_code, 0, "{status:?}");
+    let log = container_log(&c, &pod);
+    assert!(log.contains(" stdout F APP_MODE=from-cri"), "CRI log: {log}");
+    remove_pod(&c, &mut cri, &pod).await;
+
+    // A failing module: its exit code reaches ContainerStatus.
+    let pod = run_pod(&c, &mut cri, HashMap::new()).await;
+    let status = run_container(&mut cri, &pod, image, &["exit", "3"], HashMap::new()).await;
+    assert_eq!(status.exit_code, 3, "{status:?}");
+    remove_pod(&c, &mut cri, &pod).await;
+
     let containers = cri.runtime.list_containers(api::ListContainersRequest::default()).await.unwrap().into_inner().containers;
     assert!(containers.is_empty(), "containers still listed: {containers:?}");
-    c.remove_pod_cgroup(&pod_name);
     c.assert_clean();
 }

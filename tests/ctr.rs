@@ -11,7 +11,8 @@ const HELLO: &str = "/app/hello.wasm";
 
 fn hello_image(c: &Containerd) -> String {
     let data = images().write_file("data.txt", b"data shipped in the image\n");
-    let archive = images().rootfs("localhost/hello:test", &wasm("hello"), &[(&data, "/app/data.txt")]);
+    // /app/config is the host side of the default policy's read-only /config.
+    let archive = images().rootfs("localhost/hello:test", &wasm("hello"), &[(&data, "/app/config/data.txt")]);
     c.import(None, &archive, false);
     "localhost/hello:test".to_string()
 }
@@ -40,11 +41,12 @@ fn args_env_and_image_files_reach_the_module() {
     let lines: Vec<&str> = r.stdout.lines().collect();
     assert_eq!(lines, ["argc=4", "argv[0]=/app/hello.wasm", "argv[1]=args", "argv[2]=one", "argv[3]=two words"]);
 
-    let r = c.run(WASMEDGE_RUNTIME, &image, &unique("env"), &["--env", "GREETING=hi there"], &[HELLO, "env", "GREETING", "UNSET_ONE"]);
+    // The default policy (edge-strict) lets APP_MODE and REGION through.
+    let r = c.run(WASMEDGE_RUNTIME, &image, &unique("env"), &["--env", "APP_MODE=hi there", "--env", "REGION=ap-east-1"], &[HELLO, "env", "APP_MODE", "REGION", "UNSET_ONE"]);
     assert_eq!(r.code, 0, "stderr: {}", r.stderr);
-    assert_eq!(r.stdout.lines().collect::<Vec<_>>(), ["GREETING=hi there", "UNSET_ONE is unset"]);
+    assert_eq!(r.stdout.lines().collect::<Vec<_>>(), ["APP_MODE=hi there", "REGION=ap-east-1", "UNSET_ONE is unset"]);
 
-    let r = c.run_wasm(&image, &unique("cat"), &[HELLO, "cat", "/app/data.txt"]);
+    let r = c.run_wasm(&image, &unique("cat"), &[HELLO, "cat", "/config/data.txt"]);
     assert_eq!(r.code, 0, "stderr: {}", r.stderr);
     assert_eq!(r.stdout, "data shipped in the image\n");
 

@@ -43,6 +43,9 @@ pub fn wasm(name: &str) -> PathBuf {
 }
 
 pub fn shim_binary() -> PathBuf {
+    if let Some(wrapper) = std::env::var_os("CSW_DEBUG_SHIM") {
+        return PathBuf::from(wrapper);
+    }
     package_binary("containerd-shim-wasmedge-v1")
 }
 
@@ -114,11 +117,13 @@ pub struct Containerd {
 
 pub struct Options {
     pub aot_cache_max_bytes: u64,
+    /// More lines for the shim's node config (policy ceiling, default preset, ...).
+    pub node_config_extra: String,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self { aot_cache_max_bytes: 1 << 30 }
+        Self { aot_cache_max_bytes: 1 << 30, node_config_extra: String::new() }
     }
 }
 
@@ -172,7 +177,13 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         install_dropin(&dir);
         fs::write(
             dir.join("shim-config.toml"),
-            format!("aot_cache_dir = \"{}\"\naot_cache_max_bytes = {}\n", aot_dir.display(), opts.aot_cache_max_bytes),
+            format!(
+                "aot_cache_dir = \"{}\"\naot_cache_max_bytes = {}\npolicy_dir = \"{}\"\n{}\n",
+                aot_dir.display(),
+                opts.aot_cache_max_bytes,
+                dir.join("policies").display(),
+                opts.node_config_extra
+            ),
         )
         .unwrap();
         let path = format!("{}:{}", dir.join("bin").display(), std::env::var("PATH").unwrap_or_default());

@@ -66,6 +66,12 @@ impl AotCache {
         PathBuf::from(format!("/proc/self/fd/{}", self.dir.as_raw_fd()))
     }
 
+    /// The cache directory's descriptor (also the anchor from which containers find their
+    /// bundle, see `shim::spec`).
+    pub fn raw_fd(&self) -> std::os::fd::RawFd {
+        self.dir.as_raw_fd()
+    }
+
     pub fn entry_name(key: &str) -> String {
         format!("{key}{ENTRY_SUFFIX}")
     }

@@ -2,18 +2,16 @@
 
 pub mod aot;
 pub mod cache;
+pub mod wasi;
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::time::Instant;
 
-use anyhow::{anyhow, Result};
+use anyhow::Result;
 use sha2::{Digest, Sha256};
 use wasmedge_sdk::config::{CommonConfigOptions, ConfigBuilder, RuntimeConfigOptions};
-use wasmedge_sdk::vm::SyncInst;
-use wasmedge_sdk::wasi::WasiModule;
-use wasmedge_sdk::{Module, Store, Vm};
-use wasmedge_types::error::{CoreCommonError, CoreError, CoreExecutionError, WasmEdgeError};
+use wasmedge_sdk::Module;
+use wasmedge_types::error::{CoreError, CoreExecutionError, WasmEdgeError};
 
 use aot::ModuleKind;
 use cache::{AotCache, Lookup};
@@ -26,6 +24,12 @@ pub mod exit_code {
     pub const TRAP: i32 = 134;
     /// Stopped by SIGTERM.
     pub const TERMINATED: i32 = 128 + 15;
+    /// Ran past the policy's execution_timeout_ms.
+    pub const TIME_LIMIT: i32 = 124;
+    /// Needed more linear memory than the policy's max_memory_pages.
+    pub const OUT_OF_MEMORY: i32 = 125;
+    /// Refused to start: the sandbox policy annotations are invalid.
+    pub const BAD_POLICY: i32 = 78;
 }
 
 /// Why a module could not be turned into something runnable. Displayed to users as-is.
@@ -125,13 +129,14 @@ pub fn cache_key(bytecode: &[u8]) -> String {
     format!("{}-{}", hex::encode(Sha256::digest(bytecode)), aot::engine_fingerprint())
 }
 
-/// What a command-mode run gets from the container.
+/// What a command-mode run gets from the container, already filtered by the sandbox policy.
 pub struct RunSpec<'a> {
     pub func: &'a str,
     pub args: Vec<String>,
-    pub envs: Vec<String>,
-    /// WasmEdge preopen strings, `guest:host[:readonly]`.
-    pub preopens: Vec<String>,
+    pub envs: Vec<(String, String)>,
+    pub preopens: Vec<wasi::Preopen>,
+    /// Cap of the module's linear memory, in 64 KiB pages.
+    pub max_memory_pages: u32,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -140,34 +145,58 @@ pub enum Outcome {
     Exited(i32),
     /// Trapped; the message names the trap.
     Trapped(String),
+    /// The module needed more linear memory than the policy allows.
+    OutOfMemory { limit_pages: u32 },
 }
 
-/// Instantiates `module` with WASI and calls its entry function once.
-pub fn run_command(module: &Module, spec: &RunSpec) -> Result<Outcome> {
+pub struct RunReport {
+    pub outcome: Outcome,
+    /// Sandbox denials, in order (`permission denied: /etc/passwd`, ...).
+    pub violations: Vec<String>,
+}
+
+/// Pages of slack under the cap within which a trap counts as running out of memory: a
+/// refused `memory.grow` shows up in Rust guests as an abort (a trap) with the memory at the
+/// cap minus less than one allocation chunk.
+const OOM_SLACK_PAGES: u32 = 16;
+
+/// Instantiates `module` with the project's WASI (stdio of the process) and calls its entry
+/// function once.
+pub fn run_command(module: &Module, spec: RunSpec) -> Result<RunReport> {
     let config = ConfigBuilder::new(CommonConfigOptions::default())
-        .with_runtime_config(RuntimeConfigOptions::default())
+        .with_runtime_config(RuntimeConfigOptions::default().max_memory_pages(spec.max_memory_pages))
         .build()?;
-    let args: Vec<&str> = spec.args.iter().map(String::as_str).collect();
-    let envs: Vec<&str> = spec.envs.iter().map(String::as_str).collect();
-    let preopens: Vec<&str> = spec.preopens.iter().map(String::as_str).collect();
-    let mut wasi = WasiModule::create(Some(args), Some(envs), Some(preopens))?;
-    let wasi_name = wasi.name().to_string();
-    let mut instances: HashMap<String, &mut dyn SyncInst> = HashMap::new();
-    instances.insert(wasi_name, wasi.as_mut());
-    let mut vm = Vm::new(Store::new(Some(&config), instances)?);
-    vm.register_module(None, module.clone())
-        .map_err(|e| anyhow!("instantiating module: {e}"))?;
-    let result = vm.run_func(None, spec.func, []);
-    drop(vm);
-    match result {
-        Ok(_) => Ok(Outcome::Exited(wasi.exit_code() as i32)),
-        Err(e) => match *e {
-            WasmEdgeError::Core(CoreError::Common(CoreCommonError::Terminated)) => {
-                Ok(Outcome::Exited(wasi.exit_code() as i32))
-            }
-            WasmEdgeError::Core(CoreError::Execution(ref exec)) => Ok(Outcome::Trapped(trap_text(exec))),
-            other => Ok(Outcome::Trapped(other.to_string())),
-        },
+    let ctx = wasi::WasiCtx::new(wasi::WasiConfig {
+        args: spec.args,
+        envs: spec.envs,
+        preopens: spec.preopens,
+        stdin: wasi::Stdio::Inherit,
+        stdout: wasi::Stdio::Inherit,
+        stderr: wasi::Stdio::Inherit,
+    })?;
+    let (result, ctx) = wasi::run(module, spec.func, ctx, Some(&config));
+    let outcome = match result {
+        Ok(()) => Outcome::Exited(ctx.exit_code().unwrap_or(0) as i32),
+        Err(e) => classify_failure(&e, ctx.memory_pages(), spec.max_memory_pages),
+    };
+    Ok(RunReport { outcome, violations: ctx.violations().to_vec() })
+}
+
+fn classify_failure(e: &WasmEdgeError, memory_pages: Option<u32>, limit_pages: u32) -> Outcome {
+    let near_cap = memory_pages.map(|p| p + OOM_SLACK_PAGES >= limit_pages).unwrap_or(false);
+    match e {
+        WasmEdgeError::Core(CoreError::Execution(exec)) if near_cap => {
+            log::info!("trap ({exec}) with memory at {memory_pages:?} of {limit_pages} pages: out of memory");
+            Outcome::OutOfMemory { limit_pages }
+        }
+        // The module's declared minimum memory exceeds the cap.
+        WasmEdgeError::Core(CoreError::Instantiation(_)) | WasmEdgeError::Core(CoreError::Execution(CoreExecutionError::MemoryOutOfBounds))
+            if memory_pages.is_none() && e.to_string().contains("limit") =>
+        {
+            Outcome::OutOfMemory { limit_pages }
+        }
+        WasmEdgeError::Core(CoreError::Execution(exec)) => Outcome::Trapped(trap_text(exec)),
+        other => Outcome::Trapped(other.to_string()),
     }
 }
 

@@ -15,7 +15,9 @@ use containerd_shim_wasm::shim::{Compiler, Shim, Version};
 use crate::engine::aot::{self, ModuleKind};
 use crate::engine::cache::AotCache;
 use crate::engine::{self, exit_code, Outcome, RunSpec};
+use crate::engine::wasi::Preopen;
 use crate::node_config::NodeConfig;
+use crate::policy::{self, PolicySettings, WasiSandboxPolicy};
 
 mod spec;
 
@@ -25,7 +27,9 @@ struct Node {
     /// Why the cache is unavailable, reported when a container would have used it.
     cache_error: Option<String>,
     /// The directory of this namespace's bundles, to find a container's own spec.
-    task_dir: Option<std::os::fd::OwnedFd>,
+    task_dir: Option<spec::TaskDir>,
+    /// Presets, default and ceiling, or why the admin's policy config is unusable.
+    policies: Result<PolicySettings, String>,
 }
 
 static NODE: OnceLock<Node> = OnceLock::new();
@@ -41,7 +45,13 @@ pub fn init_node(config: &NodeConfig) {
         Ok(cache) => (Some(cache), None),
         Err(e) => (None, Some(format!("{e:#}"))),
     };
-    let node = Node { cache, cache_error, task_dir: spec::open_task_dir().ok() };
+    let cache_is_open = cache.is_some();
+    let node = Node {
+        cache,
+        cache_error,
+        task_dir: spec::open_task_dir(&config.aot_cache_dir, cache_is_open).map_err(|e| eprintln!("containerd-shim-wasmedge: {e:#}")).ok(),
+        policies: config.policy_settings().map_err(|e| format!("{e:#}")),
+    };
     let _ = NODE.set(node);
 }
 
@@ -78,14 +88,11 @@ impl Sandbox for WasmEdgeSandbox {
     async fn run_wasi(&self, ctx: &impl RuntimeContext) -> Result<i32> {
         exit_on_termination_signals();
         make_stdin_read_only();
-        let annotations = match NODE.get().and_then(|n| n.task_dir.as_ref()) {
-            Some(dir) => spec::own_annotations(dir).unwrap_or_else(|e| {
-                log::warn!("could not read this container's annotations ({e:#}); using the node defaults");
-                Default::default()
-            }),
-            None => Default::default(),
+        let policy = match container_policy() {
+            Ok(policy) => policy,
+            Err(message) => return Ok(report_failure(&message, exit_code::BAD_POLICY)),
         };
-        log::info!("annotations: {annotations:?}");
+        log::info!("sandbox policy: {}", policy.summary());
         let entrypoint = ctx.entrypoint();
         let loaded = match &entrypoint.source {
             Source::File(path) => std::fs::read(path)
@@ -105,14 +112,30 @@ impl Sandbox for WasmEdgeSandbox {
         let spec = RunSpec {
             func: &entrypoint.func,
             args: ctx.args().to_vec(),
-            envs: ctx.envs().to_vec(),
-            preopens: vec!["/:/".to_string()],
+            envs: allowed_envs(ctx.envs(), &policy),
+            preopens: preopens(&policy),
+            max_memory_pages: policy.max_memory_pages,
         };
-        match engine::run_command(&loaded.module, &spec) {
-            Ok(Outcome::Exited(code)) => Ok(code),
-            Ok(Outcome::Trapped(trap)) => Ok(report_failure(&format!("wasm trap: {trap}"), exit_code::TRAP)),
-            Err(e) => Ok(report_failure(&format!("failed to start module: {e:#}"), exit_code::LOAD_FAILED)),
+        start_time_limit(policy.execution_timeout_ms);
+        let report = match engine::run_command(&loaded.module, spec) {
+            Ok(report) => report,
+            Err(e) => return Ok(report_failure(&format!("failed to start module: {e:#}"), exit_code::LOAD_FAILED)),
+        };
+        for violation in &report.violations {
+            log::warn!("{violation}");
+            eprintln!("{violation}");
         }
+        Ok(match report.outcome {
+            Outcome::Exited(code) => code,
+            Outcome::Trapped(trap) => report_failure(&format!("wasm trap: {trap}"), exit_code::TRAP),
+            Outcome::OutOfMemory { limit_pages } => report_failure(
+                &format!(
+                    "WasmEdge: out of memory (max_memory_pages {limit_pages} = {} MiB); raise wasmedge.io/max-memory-pages or use less memory",
+                    limit_pages / 16
+                ),
+                exit_code::OUT_OF_MEMORY,
+            ),
+        })
     }
 
     /// Every file entrypoint is ours to run; a file that is not a usable module is reported
@@ -120,6 +143,68 @@ impl Sandbox for WasmEdgeSandbox {
     async fn can_handle(&self, _ctx: &impl RuntimeContext) -> Result<()> {
         Ok(())
     }
+}
+
+/// This container's policy: its annotations (from its own spec) resolved against the node's
+/// presets and ceiling. An error is the message to show the user.
+fn container_policy() -> std::result::Result<WasiSandboxPolicy, String> {
+    let node = NODE.get().ok_or("shim node state missing")?;
+    let settings = node
+        .policies
+        .as_ref()
+        .map_err(|e| format!("the node's sandbox policy config is invalid: {e}; fix the node config (see README)"))?;
+    let annotations = match node.task_dir.as_ref() {
+        Some(dir) => spec::own_annotations(dir, node.cache.as_ref().map(AotCache::raw_fd)).map_err(|e| {
+            format!("cannot read this container's annotations ({e:#}); refusing to guess its sandbox policy")
+        })?,
+        None => return Err("cannot find this container's bundle; refusing to guess its sandbox policy".into()),
+    };
+    policy::resolve(settings, &annotations).map_err(|e| e.to_string())
+}
+
+/// Only the policy's variables reach the module; each dropped one is logged by name.
+fn allowed_envs(envs: &[String], policy: &WasiSandboxPolicy) -> Vec<(String, String)> {
+    let mut kept = vec![];
+    for entry in envs {
+        let (name, value) = entry.split_once('=').unwrap_or((entry, ""));
+        if policy.allowed_env_vars.iter().any(|allowed| allowed == name) {
+            kept.push((name.to_string(), value.to_string()));
+        } else {
+            log::info!("env var not allowed: {name}");
+        }
+    }
+    kept
+}
+
+/// The policy's directories that exist in this container; a missing one is logged, not fatal
+/// (the module simply cannot see it).
+fn preopens(policy: &WasiSandboxPolicy) -> Vec<Preopen> {
+    policy
+        .allowed_dirs
+        .iter()
+        .filter(|d| {
+            let exists = std::path::Path::new(&d.host_path).is_dir();
+            if !exists {
+                log::info!("allowed dir {} is not in the container; {} is not available", d.host_path, d.guest_path);
+            }
+            exists
+        })
+        .map(|d| Preopen { guest: d.guest_path.clone(), host: d.host_path.clone().into(), readonly: d.readonly })
+        .collect()
+}
+
+/// Wall-clock limit of the whole run. A watchdog thread ends the process: that stops busy
+/// loops and blocking calls alike, with nothing to unwind.
+fn start_time_limit(timeout_ms: u64) {
+    std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(timeout_ms));
+        report_failure(
+            &format!("WasmEdge: time limit exceeded (execution_timeout_ms {timeout_ms}); raise wasmedge.io/execution-timeout-ms or make the module faster"),
+            exit_code::TIME_LIMIT,
+        );
+        // SAFETY: _exit ends the process without running destructors, as intended here.
+        unsafe { libc::_exit(exit_code::TIME_LIMIT) }
+    });
 }
 
 /// Kubernetes shows this file's content as the container's termination message.

@@ -9,27 +9,75 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::Read;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use nix::dir::Dir;
 use nix::fcntl::{openat, AtFlags, OFlag};
 use nix::sys::stat::{fstatat, stat, Mode};
 
-/// Opens the directory holding the bundles of this shim's namespace.
-pub fn open_task_dir() -> Result<OwnedFd> {
-    let cwd = std::env::current_dir()?;
-    let parent = cwd.parent().context("shim runs in /")?;
-    let fd = nix::fcntl::open(parent, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
-        .with_context(|| format!("opening {}", parent.display()))?;
-    // SAFETY: fresh descriptor that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+/// How a container process finds its namespace's bundle directory after `pivot_root`.
+///
+/// A descriptor opened on the bundle tree (or any of its ancestors) before the container is
+/// created made youki fail to prepare the rootfs of a pod's later containers. So `main` keeps
+/// a descriptor on an unrelated directory (the AOT cache, or the nearest existing directory
+/// above it that is not above the bundles) and the container walks from it, with `..`, to the
+/// bundles only when it needs them: after its own rootfs is ready.
+pub struct TaskDir {
+    /// None: walk from the AOT cache directory's descriptor (one descriptor fewer; a second
+    /// descriptor of ours also broke youki's rootfs preparation in pods).
+    anchor: Option<OwnedFd>,
+    /// From the anchor to `<task root>/<namespace>`, e.g. `../../../run/containerd/io.containerd.runtime.v2.task/k8s.io`.
+    relative: String,
 }
 
-/// The annotations of the container whose rootfs is this process's `/`.
-pub fn own_annotations(task_dir: &OwnedFd) -> Result<HashMap<String, String>> {
+/// Prepares the way to the bundles of the shim's namespace (the parent of its working dir),
+/// from `anchor_hint` (the AOT cache directory). `hint_is_open` says the caller already holds a
+/// descriptor on it, which will be passed to [`own_annotations`].
+pub fn open_task_dir(anchor_hint: &Path, hint_is_open: bool) -> Result<TaskDir> {
+    let ns_dir = std::env::current_dir()?.parent().context("shim runs in /")?.canonicalize()?;
+    let mut anchor = anchor_hint.to_path_buf();
+    loop {
+        let usable = anchor.is_dir() && !ns_dir.starts_with(anchor.canonicalize().unwrap_or_default());
+        if usable {
+            break;
+        }
+        anchor = match anchor.parent() {
+            Some(p) if p != anchor => p.to_path_buf(),
+            _ => bail!("no directory usable as an anchor near {}", anchor_hint.display()),
+        };
+    }
+    let canonical = anchor.canonicalize()?;
+    let depth = canonical.components().count() - 1;
+    let relative = format!("{}{}", "../".repeat(depth), ns_dir.to_string_lossy().trim_start_matches('/'));
+    if hint_is_open && anchor == anchor_hint {
+        return Ok(TaskDir { anchor: None, relative });
+    }
+    let fd = nix::fcntl::open(&canonical, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
+        .with_context(|| format!("opening {}", canonical.display()))?;
+    // SAFETY: fresh descriptor that nothing else owns.
+    Ok(TaskDir { anchor: Some(unsafe { OwnedFd::from_raw_fd(fd) }), relative })
+}
+
+/// The annotations of the container whose rootfs is this process's `/`. `hint_fd` is the
+/// descriptor of the anchor hint when [`open_task_dir`] was told it is open.
+pub fn own_annotations(task_dir: &TaskDir, hint_fd: Option<RawFd>) -> Result<HashMap<String, String>> {
     let root = stat("/").context("stat /")?;
-    let fd = task_dir.as_raw_fd();
+    let anchor = match &task_dir.anchor {
+        Some(fd) => fd.as_raw_fd(),
+        None => hint_fd.context("the AOT cache directory is not open")?,
+    };
+    let ns_fd = openat(
+        Some(anchor),
+        task_dir.relative.as_str(),
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .context("opening the namespace's task directory")?;
+    // SAFETY: fresh descriptor from openat.
+    let ns_dir = unsafe { OwnedFd::from_raw_fd(ns_fd) };
+    let fd = ns_dir.as_raw_fd();
     let mut dir = Dir::openat(Some(fd), ".", OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())?;
     for entry in dir.iter().flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
