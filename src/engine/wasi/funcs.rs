@@ -579,26 +579,25 @@ pub(super) fn fd_pwrite(ctx: &mut WasiCtx, mem: &mut Mem, fd: u32, iovs: u32, io
 }
 
 pub(super) fn readv(f: RawFd, iov: &[libc::iovec]) -> Result<usize, Errno> {
-    if iov.is_empty() {
-        return Ok(0);
-    }
-    loop {
-        // SAFETY: iovecs point to checked guest ranges.
-        let r = unsafe { libc::readv(f, iov.as_ptr(), iov.len() as i32) };
-        if r < 0 && abi::last_host_errno() == libc::EINTR {
-            continue;
-        }
-        return sys::cvt_size(r);
-    }
+    vectored(f, iov, libc::readv)
 }
 
 pub(super) fn writev(f: RawFd, iov: &[libc::iovec]) -> Result<usize, Errno> {
+    vectored(f, iov, libc::writev)
+}
+
+/// readv/writev, retried on EINTR.
+fn vectored(
+    f: RawFd,
+    iov: &[libc::iovec],
+    op: unsafe extern "C" fn(libc::c_int, *const libc::iovec, libc::c_int) -> libc::ssize_t,
+) -> Result<usize, Errno> {
     if iov.is_empty() {
         return Ok(0);
     }
     loop {
         // SAFETY: iovecs point to checked guest ranges.
-        let r = unsafe { libc::writev(f, iov.as_ptr(), iov.len() as i32) };
+        let r = unsafe { op(f, iov.as_ptr(), iov.len() as i32) };
         if r < 0 && abi::last_host_errno() == libc::EINTR {
             continue;
         }
