@@ -143,3 +143,38 @@ async fn pod_runs_wasm_container_through_cri() {
     assert!(containers.is_empty(), "containers still listed: {containers:?}");
     c.assert_clean();
 }
+
+/// Kubelet creates containers one after another in the same pod (several containers, restarts):
+/// a wasm container that compiled its module must not break the next one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consecutive_containers_in_one_pod() {
+    let c = Containerd::start();
+    c.import(Some(K8S_NS), &images().pause(), false);
+    let image = hello_image(&c);
+    let mut cri = Cri::connect(c.socket.clone()).await;
+    let pod = run_pod(&c, &mut cri, HashMap::new()).await;
+    // The first one compiles the module (empty cache), the later ones hit the cache.
+    for (attempt, code) in [(0u32, 0), (1, 3), (2, 5)] {
+        let request = api::CreateContainerRequest {
+            pod_sandbox_id: pod.id.clone(),
+            config: Some(api::ContainerConfig {
+                metadata: Some(api::ContainerMetadata { name: "main".to_string(), attempt }),
+                image: Some(api::ImageSpec { image: image.to_string(), ..Default::default() }),
+                args: vec!["exit".to_string(), code.to_string()],
+                log_path: format!("main-{attempt}.log"),
+                ..Default::default()
+            }),
+            sandbox_config: Some(pod.config.clone()),
+        };
+        let id = cri.runtime.create_container(request).await.expect("CreateContainer").into_inner().container_id;
+        cri.runtime
+            .start_container(api::StartContainerRequest { container_id: id.clone() })
+            .await
+            .unwrap_or_else(|e| panic!("StartContainer of attempt {attempt}: {}", e.message()));
+        let status = wait_exited(&mut cri, &id).await;
+        assert_eq!(status.exit_code, code, "attempt {attempt}: {status:?}");
+    }
+    assert_eq!(c.log_text().matches("aot: compiled /app/hello.wasm").count(), 1);
+    remove_pod(&c, &mut cri, &pod).await;
+    c.assert_clean();
+}

@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::sync::OnceLock;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 use wasmedge_sdk::config::{CommonConfigOptions, CompilerConfigOptions, ConfigBuilder};
 use wasmedge_sdk::{CompilerOptimizationLevel, CompilerOutputFormat};
@@ -149,6 +149,51 @@ pub fn compile(wasm: &[u8], scratch_dir: &Path) -> Result<Vec<u8>> {
     result
 }
 
+/// [`compile`] in a forked child process that hands the result back through a pipe.
+///
+/// Inside a container the compiler must not run in the container's init process: after
+/// LLVM had compiled there, youki failed to set up the next container of the same pod
+/// ("failed to mount cgroup v1: procfs … NotFound"). A child also keeps a compiler crash from
+/// taking the container down: the module then runs interpreted.
+pub fn compile_in_child(wasm: &[u8], scratch_dir: &Path) -> Result<Vec<u8>> {
+    use std::io::{Read, Write};
+    use std::os::fd::{FromRawFd, IntoRawFd};
+
+    use nix::sys::wait::{waitpid, WaitStatus};
+    use nix::unistd::{fork, pipe, ForkResult};
+
+    let (read_end, write_end) = pipe().context("pipe for the compiler child")?;
+    // SAFETY: the child only compiles, writes to the pipe and _exits; it never returns into
+    // the caller's state.
+    match unsafe { fork() }.context("forking the compiler child")? {
+        ForkResult::Child => {
+            drop(read_end);
+            // SAFETY: the write end is ours alone in the child.
+            let mut out = unsafe { std::fs::File::from_raw_fd(write_end.into_raw_fd()) };
+            let (status, payload) = match compile(wasm, scratch_dir) {
+                Ok(native) => (0u8, native),
+                Err(e) => (1u8, format!("{e:#}").into_bytes()),
+            };
+            let ok = out.write_all(&[status]).and_then(|()| out.write_all(&payload)).is_ok();
+            // SAFETY: _exit skips destructors of state shared with the parent, as intended.
+            unsafe { libc::_exit(if ok { 0 } else { 2 }) }
+        }
+        ForkResult::Parent { child } => {
+            drop(write_end);
+            let mut reader = std::fs::File::from(read_end);
+            let mut buf = Vec::new();
+            let read = reader.read_to_end(&mut buf);
+            let status = waitpid(child, None).context("waiting for the compiler child")?;
+            read.context("reading the compiler child's output")?;
+            match (status, buf.split_first()) {
+                (WaitStatus::Exited(_, 0), Some((0, native))) => Ok(native.to_vec()),
+                (_, Some((1, message))) => bail!("{}", String::from_utf8_lossy(message)),
+                (status, _) => bail!("AOT compile failed: compiler process ended with {status:?}"),
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -180,6 +225,17 @@ mod tests {
         let mut m = module_with_custom(b"wasmedge");
         m.truncate(m.len() - 3);
         assert_eq!(classify(&m), ModuleKind::Bytecode);
+    }
+
+    #[test]
+    fn child_compiles_valid_and_reports_invalid_modules() {
+        let dir = tempfile::tempdir().unwrap();
+        let wasm = wasmedge_sdk::wat2wasm(br#"(module (func (export "_start")))"#).unwrap();
+        let native = compile_in_child(&wasm, dir.path()).unwrap();
+        assert_eq!(classify(&native), ModuleKind::UniversalAot);
+        let err = compile_in_child(b"\0asm\x01\0\0\0\x01\xff", dir.path()).unwrap_err();
+        assert!(format!("{err:#}").contains("AOT compile failed"), "{err:#}");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "scratch files left");
     }
 
     #[test]

@@ -104,7 +104,7 @@ fn load_bytecode(bytes: &[u8], origin: &str, cache: Option<&AotCache>) -> Result
     // Validate before compiling so that a broken module is reported as a load error.
     let bytecode = interpreted(bytes, origin)?;
     let started = Instant::now();
-    let native = match aot::compile(bytes, &cache.path_via_proc()) {
+    let native = match aot::compile_in_child(bytes, &cache.path_via_proc()) {
         Ok(native) => native,
         Err(e) => {
             log::error!("aot: compiling {origin} failed ({e:#}); running it in the interpreter (slow)");
