@@ -139,6 +139,82 @@ fn a_stricter_node_ceiling_caps_presets() {
     c.assert_clean();
 }
 
+/// A loopback HTTP server that answers `pong` and counts the connections it accepted.
+struct CountingServer {
+    addr: std::net::SocketAddr,
+    connections: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl CountingServer {
+    fn start(ip: &str) -> Self {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind((ip, 0)).expect("bind loopback");
+        let addr = listener.local_addr().unwrap();
+        let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = connections.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let mut stream = stream;
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut buf = [0u8; 4096];
+                let _ = stream.read(&mut buf);
+                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\nConnection: close\r\n\r\npong");
+            }
+        });
+        Self { addr, connections }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/ping", self.addr)
+    }
+
+    fn count(&self) -> usize {
+        self.connections.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[test]
+fn network_only_to_allowed_hosts_and_within_the_budget() {
+    // Loopback only: the container shares the host's network namespace (--net-host).
+    let allowed = CountingServer::start("127.0.0.1");
+    let denied = CountingServer::start("127.0.0.2");
+    let c = Containerd::start_with(common::Options {
+        node_config_extra: "[ceiling]\nmaxMemoryPages = 512\nexecutionTimeoutMs = 30000\nallowedHosts = [\"127.0.0.1\", \"api.example.com\"]\nallowedEnvVars = [\"APP_MODE\", \"REGION\"]\nallowedDirs = [{ hostPath = \"/app/config\", guestPath = \"/config\", readonly = true }]\nmaxNetworkRequests = 50\n".into(),
+        ..Default::default()
+    });
+    let data = images().write_file("hostile-data.txt", b"original\n");
+    c.import(None, &images().rootfs(HOSTILE, &wasm("hostile"), &[(&data, "/app/config/data.txt")]), false);
+    let allow = "wasmedge.io/allowed-hosts=127.0.0.1";
+
+    let r = attack(&c, &[allow], &["--net-host"], &["fetch", &allowed.url()]);
+    assert_eq!((r.code, r.stdout.trim()), (0, "fetched: pong"), "stderr {}", r.stderr);
+    assert_eq!(allowed.count(), 1);
+
+    // Not in the policy: refused before any connection is made.
+    let r = attack(&c, &[allow], &["--net-host"], &["fetch", &denied.url()]);
+    assert_eq!(r.code, 3, "stdout {} stderr {}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("host not allowed: 127.0.0.2"), "stderr: {}", r.stderr);
+    // The default policy allows only api.example.com: loopback is refused too.
+    let r = attack(&c, &[], &["--net-host"], &["fetch", &allowed.url()]);
+    assert!(r.stderr.contains("host not allowed: 127.0.0.1"), "stderr: {}", r.stderr);
+    assert_eq!(denied.count(), 0, "the denied server must receive zero connections");
+    assert_eq!(allowed.count(), 1);
+
+    // A flood stops at max_network_requests.
+    let r = attack(&c, &[allow, "wasmedge.io/max-network-requests=5"], &["--net-host"], &["flood", &allowed.url(), "20"]);
+    assert_eq!((r.code, r.stdout.trim()), (0, "flood: 5 ok, 15 refused"), "stderr {}", r.stderr);
+    assert!(r.stderr.contains("network request limit reached: 5 (max_network_requests)"), "stderr: {}", r.stderr);
+    assert_eq!(allowed.count(), 6);
+
+    // A host outside the node ceiling cannot even be requested.
+    let r = attack(&c, &["wasmedge.io/allowed-hosts=127.0.0.2"], &["--net-host"], &["fetch", &denied.url()]);
+    assert_eq!(r.code, 78, "{}", r.stderr);
+    assert!(r.stderr.contains("wasmedge.io/allowed-hosts"), "{}", r.stderr);
+    assert_eq!(denied.count(), 0);
+    c.assert_clean();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pod_annotations_reach_the_shim_through_cri() {
     let c = Containerd::start();

@@ -137,6 +137,10 @@ pub struct RunSpec<'a> {
     pub preopens: Vec<wasi::Preopen>,
     /// Cap of the module's linear memory, in 64 KiB pages.
     pub max_memory_pages: u32,
+    /// Hosts the module may reach through `edge_http.fetch`.
+    pub allowed_hosts: Vec<String>,
+    /// Budget of outbound requests for the run.
+    pub max_network_requests: u32,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -174,12 +178,15 @@ pub fn run_command(module: &Module, spec: RunSpec) -> Result<RunReport> {
         stdout: wasi::Stdio::Inherit,
         stderr: wasi::Stdio::Inherit,
     })?;
-    let (result, ctx) = wasi::run(module, spec.func, ctx, Some(&config));
+    let net = wasi::net::NetCtx::new(spec.allowed_hosts, spec.max_network_requests);
+    let (result, ctx, net) = wasi::run_with_network(module, spec.func, ctx, net, Some(&config));
     let outcome = match result {
         Ok(()) => Outcome::Exited(ctx.exit_code().unwrap_or(0) as i32),
         Err(e) => classify_failure(&e, ctx.memory_pages(), spec.max_memory_pages),
     };
-    Ok(RunReport { outcome, violations: ctx.violations().to_vec() })
+    let mut violations = ctx.violations().to_vec();
+    violations.extend(net.violations().iter().cloned());
+    Ok(RunReport { outcome, violations })
 }
 
 fn classify_failure(e: &WasmEdgeError, memory_pages: Option<u32>, limit_pages: u32) -> Outcome {

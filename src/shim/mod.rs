@@ -115,6 +115,8 @@ impl Sandbox for WasmEdgeSandbox {
             envs: allowed_envs(ctx.envs(), &policy),
             preopens: preopens(&policy),
             max_memory_pages: policy.max_memory_pages,
+            allowed_hosts: policy.allowed_hosts.clone(),
+            max_network_requests: policy.max_network_requests,
         };
         start_time_limit(policy.execution_timeout_ms);
         let report = match engine::run_command(&loaded.module, spec) {

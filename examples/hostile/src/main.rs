@@ -3,6 +3,25 @@
 
 use std::io::Write;
 
+#[link(wasm_import_module = "edge_http")]
+extern "C" {
+    /// Outbound HTTP through the host. `req` is `METHOD URL` (body after a newline);
+    /// writes the response body into `out` and returns its length, or a negative error:
+    /// -1 host not allowed, -2 request limit reached, -3 network failure, -4 bad request.
+    fn fetch(req: *const u8, req_len: u32, out: *mut u8, out_cap: u32) -> i32;
+}
+
+fn http(method: &str, url: &str) -> Result<String, i32> {
+    let req = format!("{method} {url}");
+    let mut out = vec![0u8; 64 * 1024];
+    let n = unsafe { fetch(req.as_ptr(), req.len() as u32, out.as_mut_ptr(), out.len() as u32) };
+    if n < 0 {
+        return Err(n);
+    }
+    out.truncate(n as usize);
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let mode = args.get(1).map(String::as_str).unwrap_or("");
@@ -56,8 +75,31 @@ fn main() {
             }
             0
         }
+        "fetch" => match http("GET", &arg(2)) {
+            Ok(body) => {
+                println!("fetched: {body}");
+                0
+            }
+            Err(e) => {
+                eprintln!("fetch {} failed: {e}", arg(2));
+                3
+            }
+        },
+        // Request the URL N times; report how many went through.
+        "flood" => {
+            let n: u32 = arg(3).parse().unwrap_or(100);
+            let (mut ok, mut refused) = (0, 0);
+            for _ in 0..n {
+                match http("GET", &arg(2)) {
+                    Ok(_) => ok += 1,
+                    Err(_) => refused += 1,
+                }
+            }
+            println!("flood: {ok} ok, {refused} refused");
+            0
+        }
         _ => {
-            eprintln!("usage: hostile membomb|spin|read PATH|write PATH TEXT|env");
+            eprintln!("usage: hostile membomb|spin|read PATH|write PATH TEXT|env|fetch URL|flood URL N");
             64
         }
     };

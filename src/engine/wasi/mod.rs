@@ -23,6 +23,7 @@
 mod abi;
 mod funcs;
 mod mem;
+pub mod net;
 mod sys;
 
 #[cfg(test)]
@@ -33,6 +34,7 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 
 use wasmedge_sdk::error::WasmEdgeError;
+use wasmedge_sdk::vm::SyncInst;
 use wasmedge_sdk::{AsInstance, ImportObject, ImportObjectBuilder, Module, Store, WasmEdgeResult};
 use wasmedge_types::error::{CoreCommonError, CoreError};
 
@@ -432,10 +434,35 @@ pub fn run(
         Ok(o) => o,
         Err((e, ctx)) => return (Err(e), ctx),
     };
-    let result = run_in(&mut object, module, func, config);
+    let result = run_in(&mut object, None, module, func, config);
     let ctx = std::mem::take(object.get_host_data_mut());
     drop(object);
     (settle(result, &ctx), ctx)
+}
+
+/// Like [`run`], with outbound HTTP (`edge_http`) governed by `net`; hands both back.
+pub fn run_with_network(
+    module: &Module,
+    func: &str,
+    ctx: WasiCtx,
+    net: net::NetCtx,
+    config: Option<&wasmedge_sdk::config::Config>,
+) -> (Result<(), Box<WasmEdgeError>>, WasiCtx, net::NetCtx) {
+    let mut object = match build(ctx) {
+        Ok(o) => o,
+        Err((e, ctx)) => return (Err(e), ctx, net),
+    };
+    let mut net_object = match net::import_object(net) {
+        Ok(o) => o,
+        Err(e) => {
+            let ctx = std::mem::take(object.get_host_data_mut());
+            return (Err(e), ctx, net::NetCtx::default());
+        }
+    };
+    let result = run_in(&mut object, Some(&mut net_object), module, func, config);
+    let ctx = std::mem::take(object.get_host_data_mut());
+    let net = std::mem::take(net_object.get_host_data_mut());
+    (settle(result, &ctx), ctx, net)
 }
 
 /// Like [`run`], but with an import object made earlier by [`import_object`] and kept for reuse:
@@ -450,7 +477,7 @@ pub fn run_reusing(
     config: Option<&wasmedge_sdk::config::Config>,
 ) -> (Result<(), Box<WasmEdgeError>>, WasiCtx) {
     *object.get_host_data_mut() = ctx;
-    let result = run_in(object, module, func, config);
+    let result = run_in(object, None, module, func, config);
     let ctx = std::mem::take(object.get_host_data_mut());
     (settle(result, &ctx), ctx)
 }
@@ -465,12 +492,16 @@ fn settle(result: Result<(), Box<WasmEdgeError>>, ctx: &WasiCtx) -> Result<(), B
 
 fn run_in(
     object: &mut ImportObject<WasiCtx>,
+    net: Option<&mut ImportObject<net::NetCtx>>,
     module: &Module,
     func: &str,
     config: Option<&wasmedge_sdk::config::Config>,
 ) -> Result<(), Box<WasmEdgeError>> {
-    let mut instances = HashMap::with_capacity(1);
+    let mut instances: HashMap<String, &mut dyn SyncInst> = HashMap::with_capacity(2);
     instances.insert(MODULE_NAME.to_string(), &mut *object);
+    if let Some(net) = net {
+        instances.insert(net::MODULE_NAME.to_string(), net);
+    }
     let mut store = Store::new(config, instances)?;
     let mut instance = store.register_active_module(module)?;
     let result = match instance.get_func_mut(func) {
