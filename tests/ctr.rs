@@ -237,3 +237,20 @@ fn edge_function_answers_a_request_on_stdin() {
     assert_eq!(response["body"], r#"{"error":"method not allowed"}"#);
     c.assert_clean();
 }
+
+#[test]
+fn modules_compiled_ahead_of_time_run_as_they_are() {
+    // A universal-wasm file made by `wasmedge compile` (AOT section inside) is used as is.
+    let c = Containerd::start();
+    let aot = images().dir.join("hello-aot.wasm");
+    let out = std::process::Command::new("wasmedge").arg("compile").arg(wasm("hello")).arg(&aot).output().expect("wasmedge compile");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    c.import(None, &images().rootfs("localhost/hello-aot:test", &aot, &[]), false);
+    let r = c.run_wasm("localhost/hello-aot:test", &unique("aot"), &["/app/hello-aot.wasm", "exit", "4"]);
+    assert_eq!(r.code, 4, "{}", r.stderr);
+    let log = c.log_text();
+    assert!(log.contains("module ready (Precompiled)"), "{log}");
+    assert!(!log.contains("aot: compiled"), "an AOT module must not be compiled again:\n{log}");
+    assert!(c.aot_entries().is_empty());
+    c.assert_clean();
+}

@@ -85,6 +85,8 @@ fn writes_into_a_read_only_dir_are_violations() {
     assert!(r.stderr.contains("sandbox violation: fs write /config/data.txt"), "stderr: {}", r.stderr);
     let r = attack(&c, &[], &[], &["write", "/config/new.txt", "x"]);
     assert!(r.stderr.contains("sandbox violation: fs write /config/new.txt"), "stderr: {}", r.stderr);
+    let r = attack(&c, &[], &[], &["read", "/config/data.txt"]);
+    assert_eq!(r.stdout, "original\n", "the file must be unchanged");
     c.assert_clean();
 }
 
