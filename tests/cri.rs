@@ -80,28 +80,31 @@ async fn run_pod(c: &Containerd, cri: &mut Cri, annotations: HashMap<String, Str
     Pod { name, id, config }
 }
 
-/// Creates and starts one container of `image` in `pod`, waits for it to exit.
-async fn run_container(cri: &mut Cri, pod: &Pod, image: &str, args: &[&str], annotations: HashMap<String, String>) -> api::ContainerStatus {
+/// Creates and starts container `main` (attempt `attempt`, as kubelet numbers restarts) of
+/// `image` in `pod`, waits for it to exit.
+async fn run_container(cri: &mut Cri, pod: &Pod, image: &str, args: &[&str], attempt: u32) -> api::ContainerStatus {
     let request = api::CreateContainerRequest {
         pod_sandbox_id: pod.id.clone(),
         config: Some(api::ContainerConfig {
-            metadata: Some(api::ContainerMetadata { name: "main".to_string(), attempt: 0 }),
+            metadata: Some(api::ContainerMetadata { name: "main".to_string(), attempt }),
             image: Some(api::ImageSpec { image: image.to_string(), ..Default::default() }),
             args: args.iter().map(|a| a.to_string()).collect(),
             envs: vec![api::KeyValue { key: "APP_MODE".into(), value: "from-cri".into() }],
-            log_path: "main.log".to_string(),
-            annotations,
+            log_path: format!("main-{attempt}.log"),
             ..Default::default()
         }),
         sandbox_config: Some(pod.config.clone()),
     };
     let id = cri.runtime.create_container(request).await.expect("CreateContainer").into_inner().container_id;
-    cri.runtime.start_container(api::StartContainerRequest { container_id: id.clone() }).await.expect("StartContainer");
+    cri.runtime
+        .start_container(api::StartContainerRequest { container_id: id.clone() })
+        .await
+        .unwrap_or_else(|e| panic!("StartContainer (attempt {attempt}): {}", e.message()));
     wait_exited(cri, &id).await
 }
 
 fn container_log(c: &Containerd, pod: &Pod) -> String {
-    std::fs::read_to_string(c.dir.join("pod-logs").join(&pod.name).join("main.log")).unwrap_or_default()
+    std::fs::read_to_string(c.dir.join("pod-logs").join(&pod.name).join("main-0.log")).unwrap_or_default()
 }
 
 async fn remove_pod(c: &Containerd, cri: &mut Cri, pod: &Pod) {
@@ -127,7 +130,7 @@ async fn pod_runs_wasm_container_through_cri() {
 
     // A module that prints an allowed variable and exits 0: output in the CRI log file.
     let pod = run_pod(&c, &mut cri, HashMap::new()).await;
-    let status = run_container(&mut cri, &pod, image, &["env", "APP_MODE"], HashMap::new()).await;
+    let status = run_container(&mut cri, &pod, image, &["env", "APP_MODE"], 0).await;
     assert_eq!(status.exit_code, 0, "{status:?}");
     let log = container_log(&c, &pod);
     assert!(log.contains(" stdout F APP_MODE=from-cri"), "CRI log: {log}");
@@ -135,7 +138,7 @@ async fn pod_runs_wasm_container_through_cri() {
 
     // A failing module: its exit code reaches ContainerStatus.
     let pod = run_pod(&c, &mut cri, HashMap::new()).await;
-    let status = run_container(&mut cri, &pod, image, &["exit", "3"], HashMap::new()).await;
+    let status = run_container(&mut cri, &pod, image, &["exit", "3"], 0).await;
     assert_eq!(status.exit_code, 3, "{status:?}");
     remove_pod(&c, &mut cri, &pod).await;
 
@@ -155,23 +158,7 @@ async fn consecutive_containers_in_one_pod() {
     let pod = run_pod(&c, &mut cri, HashMap::new()).await;
     // The first one compiles the module (empty cache), the later ones hit the cache.
     for (attempt, code) in [(0u32, 0), (1, 3), (2, 5)] {
-        let request = api::CreateContainerRequest {
-            pod_sandbox_id: pod.id.clone(),
-            config: Some(api::ContainerConfig {
-                metadata: Some(api::ContainerMetadata { name: "main".to_string(), attempt }),
-                image: Some(api::ImageSpec { image: image.to_string(), ..Default::default() }),
-                args: vec!["exit".to_string(), code.to_string()],
-                log_path: format!("main-{attempt}.log"),
-                ..Default::default()
-            }),
-            sandbox_config: Some(pod.config.clone()),
-        };
-        let id = cri.runtime.create_container(request).await.expect("CreateContainer").into_inner().container_id;
-        cri.runtime
-            .start_container(api::StartContainerRequest { container_id: id.clone() })
-            .await
-            .unwrap_or_else(|e| panic!("StartContainer of attempt {attempt}: {}", e.message()));
-        let status = wait_exited(&mut cri, &id).await;
+        let status = run_container(&mut cri, &pod, image, &["exit", &code.to_string()], attempt).await;
         assert_eq!(status.exit_code, code, "attempt {attempt}: {status:?}");
     }
     assert_eq!(c.log_text().matches("aot: compiled /app/hello.wasm").count(), 1);

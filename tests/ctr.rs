@@ -254,3 +254,21 @@ fn modules_compiled_ahead_of_time_run_as_they_are() {
     assert!(c.aot_entries().is_empty());
     c.assert_clean();
 }
+
+#[test]
+fn unwritable_cache_falls_back_loudly_and_still_runs() {
+    // A cache path that cannot be created (a regular file is in the way): the shim runs the
+    // module in the interpreter and says why, instead of failing the container.
+    let blocker = images().write_file("not-a-dir", b"");
+    let c = Containerd::start_with(common::Options {
+        aot_cache_dir: Some(blocker.join("cache")),
+        ..Default::default()
+    });
+    let image = hello_image(&c);
+    let r = c.run_wasm(&image, &unique("nocache"), &[HELLO, "exit", "6"]);
+    assert_eq!(r.code, 6, "{}", r.stderr);
+    let log = c.log_text();
+    assert!(log.contains("aot cache unavailable"), "{log}");
+    assert!(log.contains("module ready (Interpreted)"), "{log}");
+    c.assert_clean();
+}

@@ -119,11 +119,13 @@ pub struct Options {
     pub aot_cache_max_bytes: u64,
     /// More lines for the shim's node config (policy ceiling, default preset, ...).
     pub node_config_extra: String,
+    /// The AOT cache directory (default: `aot-cache` in the instance's directory).
+    pub aot_cache_dir: Option<PathBuf>,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self { aot_cache_max_bytes: 1 << 30, node_config_extra: String::new() }
+        Self { aot_cache_max_bytes: 1 << 30, node_config_extra: String::new(), aot_cache_dir: None }
     }
 }
 
@@ -139,7 +141,7 @@ impl Containerd {
         fs::create_dir_all(dir.join("cni/conf")).unwrap();
         std::os::unix::fs::symlink(shim_binary(), dir.join("bin/containerd-shim-wasmedge-v1")).unwrap();
         let socket = dir.join("c.sock");
-        let aot_dir = dir.join("aot-cache");
+        let aot_dir = opts.aot_cache_dir.clone().unwrap_or_else(|| dir.join("aot-cache"));
         let log = dir.join("containerd.log");
         let cgroup_base = format!("{}/{}", own_cgroup(), name);
         let config = format!(
