@@ -2,7 +2,7 @@
 
 use containerd_shim_wasm::shim::{Cli, Config};
 use containerd_shim_wasmedge::node_config::NodeConfig;
-use containerd_shim_wasmedge::shim::{init_node, WasmEdgeShim};
+use containerd_shim_wasmedge::shim::{cleanup, init_node, WasmEdgeShim};
 
 fn main() {
     // Debug aid: youki reports container setup failures only through `tracing`; with
@@ -31,8 +31,22 @@ fn main() {
             std::process::exit(1);
         }
     }
+    if is_delete {
+        // containerd runs `delete` in the bundle after a shim died: also remove what the
+        // library's delete leaves behind (the container's cgroups).
+        let id = arg_after("-id").unwrap_or_default();
+        if let Err(e) = std::env::current_dir().map_err(anyhow::Error::from).and_then(|bundle| cleanup::remove_container_cgroups(&bundle, &id)) {
+            eprintln!("containerd-shim-wasmedge: cleanup of {id}: {e:#}");
+        }
+    }
     WasmEdgeShim::run(Config {
         no_setup_logger: is_delete,
         default_log_level: "info".to_string(),
     });
+}
+
+/// The value following `flag` on the command line (containerd passes `-id ID`).
+fn arg_after(flag: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1).cloned())
 }

@@ -81,14 +81,7 @@ pub fn own_cgroup() -> String {
 }
 
 fn cgroup_roots() -> Vec<PathBuf> {
-    let mut roots = vec![];
-    for line in fs::read_to_string("/proc/self/mounts").unwrap_or_default().lines() {
-        let f: Vec<&str> = line.split(' ').collect();
-        if f.len() > 2 && (f[2] == "cgroup" || f[2] == "cgroup2") {
-            roots.push(PathBuf::from(f[1]));
-        }
-    }
-    roots
+    crate::shim::cleanup::cgroup_mount_points()
 }
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
@@ -224,6 +217,11 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             std::thread::sleep(Duration::from_millis(50));
         }
         panic!("containerd did not become ready; log:\n{}", self.log_text());
+    }
+
+    /// PID of this containerd.
+    pub fn pid(&self) -> i32 {
+        self.pid
     }
 
     pub fn log_text(&self) -> String {
@@ -467,13 +465,7 @@ pub fn pss_of(pid: i32) -> u64 {
 }
 
 fn collect_dirs(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(rd) = fs::read_dir(dir) else { return };
-    for e in rd.flatten() {
-        if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-            collect_dirs(&e.path(), out);
-            out.push(e.path());
-        }
-    }
+    crate::shim::cleanup::collect_dirs(dir, out)
 }
 
 impl Drop for Containerd {

@@ -19,6 +19,7 @@ use crate::engine::wasi::Preopen;
 use crate::node_config::NodeConfig;
 use crate::policy::{self, PolicySettings, WasiSandboxPolicy};
 
+pub mod cleanup;
 mod spec;
 
 /// Node state shared by every container this shim process forks.

@@ -1,0 +1,91 @@
+//! Faults a node goes through: a shim killed with SIGKILL, many containers in a row.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{images, unique, wasm, Containerd, WASMEDGE_RUNTIME};
+
+const IMAGE: &str = "localhost/hello:reliability";
+const HELLO: &str = "/app/hello.wasm";
+
+fn setup() -> Containerd {
+    let c = Containerd::start();
+    c.import(None, &images().rootfs(IMAGE, &wasm("hello"), &[]), false);
+    c
+}
+
+fn task_status(c: &Containerd, id: &str) -> Option<String> {
+    let out = c.ctr_ok(&["task", "ls"]);
+    out.lines().find(|l| l.split_whitespace().next() == Some(id)).and_then(|l| l.split_whitespace().nth(2)).map(str::to_string)
+}
+
+fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn killed_shim_leaves_nothing_and_the_next_container_runs() {
+    let c = setup();
+    let id = unique("victim");
+    let cgroup = c.cgroup_of(&id);
+    c.ctr_ok(&["run", "-d", "--runtime", WASMEDGE_RUNTIME, "--cgroup", &cgroup, IMAGE, &id, HELLO, "sleep", "600"]);
+    wait_for("the task to run", Duration::from_secs(20), || task_status(&c, &id).as_deref() == Some("RUNNING"));
+    let shims = c.shim_pids();
+    // The daemon is the shim process whose parent is not itself a shim process.
+    let daemon = *shims
+        .iter()
+        .find(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let ppid: i32 = stat.rsplit(')').next().and_then(|r| r.split_whitespace().nth(1)).and_then(|p| p.parse().ok()).unwrap_or(0);
+            !shims.contains(&ppid)
+        })
+        .expect("shim daemon");
+    unsafe {
+        libc::kill(daemon, libc::SIGKILL);
+    }
+    wait_for("containerd to see the task end", Duration::from_secs(20), || task_status(&c, &id).as_deref() != Some("RUNNING"));
+    let _ = c.ctr(&["task", "delete", &id]);
+    c.ctr_ok(&["container", "rm", &id]);
+    // Nothing of the killed shim's container may survive: no module process, no cgroup, no mount.
+    wait_for("the container's processes to be gone", Duration::from_secs(20), || c.processes_in_cgroups().is_empty());
+    let r = c.run_wasm(IMAGE, &unique("after"), &[HELLO, "exit", "9"]);
+    assert_eq!(r.code, 9, "{}", r.stderr);
+    c.assert_clean();
+}
+
+/// Processes, mounts, cgroup dirs and containerd's open descriptors, to compare before/after.
+fn leak_counts(c: &Containerd) -> (usize, usize, usize, usize) {
+    let fds = std::fs::read_dir(format!("/proc/{}/fd", c.pid())).map(|d| d.count()).unwrap_or(0);
+    (c.shim_pids().len() + c.processes_in_cgroups().len(), c.mounts().len(), c.cgroup_dirs().len(), fds)
+}
+
+#[test]
+fn churn_leaks_nothing() {
+    let c = setup();
+    let cycles: usize = std::env::var("CHURN_CYCLES").ok().and_then(|v| v.parse().ok()).unwrap_or(40);
+    // Warm up (compile once, let containerd open its long-lived descriptors).
+    assert_eq!(c.run_wasm(IMAGE, &unique("warm"), &[]).code, 0);
+    let before = leak_counts(&c);
+    for i in 0..cycles {
+        let r = match i % 4 {
+            0 => c.run_wasm(IMAGE, &unique("ok"), &[]),
+            1 => c.run_wasm(IMAGE, &unique("fail"), &[HELLO, "exit", "2"]),
+            2 => c.run_wasm(IMAGE, &unique("trap"), &[HELLO, "trap"]),
+            _ => c.run(WASMEDGE_RUNTIME, IMAGE, &unique("slow"), &["--annotation", "wasmedge.io/execution-timeout-ms=50"], &[HELLO, "sleep", "5"]),
+        };
+        let expected = [0, 2, 134, 124][i % 4];
+        assert_eq!(r.code, expected, "cycle {i}: {}", r.stderr);
+    }
+    c.wait_no_shims(Duration::from_secs(10));
+    let after = leak_counts(&c);
+    println!("churn of {cycles} containers: (processes, mounts, cgroup dirs, containerd fds) before {before:?} after {after:?}");
+    assert_eq!((after.0, after.1, after.2), (before.0, before.1, before.2), "leaked processes, mounts or cgroup dirs");
+    assert!(after.3 <= before.3 + 2, "containerd descriptors grew from {} to {}", before.3, after.3);
+    assert_eq!(c.aot_entries().len(), 1);
+    c.assert_clean();
+}
