@@ -19,14 +19,13 @@ use nix::sys::stat::{fstatat, stat, Mode};
 
 /// How a container process finds its namespace's bundle directory after `pivot_root`.
 ///
-/// A descriptor opened on the bundle tree (or any of its ancestors) before the container is
-/// created made youki fail to prepare the rootfs of a pod's later containers. So `main` keeps
-/// a descriptor on an unrelated directory (the AOT cache, or the nearest existing directory
-/// above it that is not above the bundles) and the container walks from it, with `..`, to the
-/// bundles only when it needs them: after its own rootfs is ready.
+/// Host paths are out of sight inside the container, but a directory descriptor opened before
+/// the fork still names its host directory, and `..` from it walks the host tree. `main` keeps
+/// only the AOT cache's descriptor (or, without a cache, one on the nearest existing directory
+/// above it that is not above the bundles), so nothing of ours holds the bundle tree open while
+/// containers are being set up; the container walks to the bundles when it needs its spec.
 pub struct TaskDir {
-    /// None: walk from the AOT cache directory's descriptor (one descriptor fewer; a second
-    /// descriptor of ours also broke youki's rootfs preparation in pods).
+    /// None: walk from the AOT cache directory's descriptor (passed to `own_annotations`).
     anchor: Option<OwnedFd>,
     /// From the anchor to `<task root>/<namespace>`, e.g. `../../../run/containerd/io.containerd.runtime.v2.task/k8s.io`.
     relative: String,
