@@ -2,9 +2,9 @@
 //!
 //! `run_wasi` only sees args, env and the entrypoint, but sandbox policies come from the
 //! spec's annotations. The shim daemon runs in the first container's bundle directory, whose
-//! parent holds every bundle of the namespace; `main` opens that directory before any fork.
-//! Inside the container the bundle is the one whose `rootfs` is our `/` (same device and
-//! inode: the rootfs is bind-mounted onto itself before `pivot_root`).
+//! parent holds every bundle of the namespace (see [`TaskDir`] for how the container gets
+//! there). Inside the container the bundle is the one whose `rootfs` is our `/` (same device
+//! and inode: the rootfs is bind-mounted onto itself before `pivot_root`).
 
 use std::collections::HashMap;
 use std::fs::File;
