@@ -42,6 +42,9 @@ pub fn init_node(config: &NodeConfig) {
     // WasmEdge logs to the process's stdout/stderr, which are the container's: keep the
     // module's output its own. Errors reach users through the shim's messages instead.
     wasmedge_sdk::LogManager::log_off();
+    // Computed once here, so that every container forked later inherits it instead of
+    // reading /proc/cpuinfo on its start path.
+    aot::engine_fingerprint();
     let (cache, cache_error) = match AotCache::open(&config.aot_cache_dir, config.aot_cache_max_bytes) {
         Ok(cache) => (Some(cache), None),
         Err(e) => (None, Some(format!("{e:#}"))),
