@@ -190,18 +190,13 @@ pub fn run_command(module: &Module, spec: RunSpec) -> Result<RunReport> {
 }
 
 fn classify_failure(e: &WasmEdgeError, memory_pages: Option<u32>, limit_pages: u32) -> Outcome {
+    // At (or within one allocation chunk of) the cap, or declared above it.
     let near_cap = memory_pages.map(|p| p + OOM_SLACK_PAGES >= limit_pages).unwrap_or(false);
+    if near_cap {
+        log::info!("run failed ({e}) with memory at {memory_pages:?} of {limit_pages} pages: out of memory");
+        return Outcome::OutOfMemory { limit_pages };
+    }
     match e {
-        WasmEdgeError::Core(CoreError::Execution(exec)) if near_cap => {
-            log::info!("trap ({exec}) with memory at {memory_pages:?} of {limit_pages} pages: out of memory");
-            Outcome::OutOfMemory { limit_pages }
-        }
-        // The module's declared minimum memory exceeds the cap.
-        WasmEdgeError::Core(CoreError::Instantiation(_)) | WasmEdgeError::Core(CoreError::Execution(CoreExecutionError::MemoryOutOfBounds))
-            if memory_pages.is_none() && e.to_string().contains("limit") =>
-        {
-            Outcome::OutOfMemory { limit_pages }
-        }
         WasmEdgeError::Core(CoreError::Execution(exec)) => Outcome::Trapped(trap_text(exec)),
         other => Outcome::Trapped(other.to_string()),
     }
@@ -211,5 +206,46 @@ fn trap_text(e: &CoreExecutionError) -> String {
     match e {
         CoreExecutionError::Unreachable => "unreachable".to_string(),
         other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run_wat(wat: &str, max_memory_pages: u32) -> Outcome {
+        let module = Module::from_bytes(None, wasmedge_sdk::wat2wasm(wat.as_bytes()).unwrap()).unwrap();
+        let spec = RunSpec {
+            func: "_start",
+            args: vec![],
+            envs: vec![],
+            preopens: vec![],
+            max_memory_pages,
+            allowed_hosts: vec![],
+            max_network_requests: 0,
+        };
+        run_command(&module, spec).unwrap().outcome
+    }
+
+    /// WasmEdge instantiates a declared memory larger than the cap at the cap: touching a
+    /// page above it traps, and that is reported as running out of memory.
+    #[test]
+    fn declared_memory_above_the_cap_is_capped() {
+        let touch_page_299 = r#"(module (memory (export "memory") 300)
+            (func (export "_start") (i32.store (i32.const 19595264) (i32.const 1))))"#;
+        assert_eq!(run_wat(touch_page_299, 256), Outcome::OutOfMemory { limit_pages: 256 });
+        assert_eq!(run_wat(touch_page_299, 512), Outcome::Exited(0));
+    }
+
+    #[test]
+    fn growth_beyond_the_cap_is_refused() {
+        let grow = r#"(module (memory (export "memory") 1)
+            (func (export "_start") (if (i32.ne (memory.grow (i32.const 100)) (i32.const -1)) (then unreachable))))"#;
+        assert_eq!(run_wat(grow, 64), Outcome::Exited(0), "memory.grow past the cap must return -1");
+    }
+
+    #[test]
+    fn traps_are_named() {
+        assert_eq!(run_wat(r#"(module (memory 1) (func (export "_start") unreachable))"#, 256), Outcome::Trapped("unreachable".into()));
     }
 }
