@@ -6,7 +6,7 @@ mod common;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use common::cri::{api, Cri};
+use common::cri::{container_log, remove_pod, run_container, run_pod, Cri};
 use common::{images, unique, wasm, Containerd, WASMEDGE_RUNTIME};
 
 const HOSTILE: &str = "localhost/hostile:test";
@@ -230,53 +230,12 @@ async fn pod_annotations_reach_the_shim_through_cri() {
         (vec![("wasmedge.io/max-memory-pages", "512")], vec![("wasmedge.io/max-memory-pages", "64")], 125, "WasmEdge: out of memory (max_memory_pages 64 = 4 MiB)"),
     ] {
         let to_map = |v: Vec<(&str, &str)>| v.into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<HashMap<_, _>>();
-        let name = unique("pod");
-        let log_dir = c.dir.join("pod-logs").join(&name);
-        std::fs::create_dir_all(&log_dir).unwrap();
-        let config = api::PodSandboxConfig {
-            metadata: Some(api::PodSandboxMetadata { name: name.clone(), uid: unique("uid"), namespace: "default".into(), attempt: 0 }),
-            log_directory: log_dir.to_string_lossy().into_owned(),
-            annotations: to_map(pod_annotations),
-            linux: Some(api::LinuxPodSandboxConfig {
-                cgroup_parent: c.cgroup_of(&name),
-                security_context: Some(api::LinuxSandboxSecurityContext {
-                    namespace_options: Some(api::NamespaceOption { network: api::NamespaceMode::Node as i32, ..Default::default() }),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        let pod = cri.runtime.run_pod_sandbox(api::RunPodSandboxRequest { config: Some(config.clone()), runtime_handler: "wasmedge".into() }).await.expect("RunPodSandbox").into_inner().pod_sandbox_id;
-        let request = api::CreateContainerRequest {
-            pod_sandbox_id: pod.clone(),
-            config: Some(api::ContainerConfig {
-                metadata: Some(api::ContainerMetadata { name: "main".into(), attempt: 0 }),
-                image: Some(api::ImageSpec { image: "localhost/hostile-cri:test".into(), ..Default::default() }),
-                args: vec!["membomb".into()],
-                log_path: "main.log".into(),
-                annotations: to_map(container_annotations),
-                ..Default::default()
-            }),
-            sandbox_config: Some(config),
-        };
-        let id = cri.runtime.create_container(request).await.expect("CreateContainer").into_inner().container_id;
-        cri.runtime.start_container(api::StartContainerRequest { container_id: id.clone() }).await.expect("StartContainer");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let status = loop {
-            let s = cri.runtime.container_status(api::ContainerStatusRequest { container_id: id.clone(), verbose: false }).await.unwrap().into_inner().status.unwrap();
-            if s.state == api::ContainerState::ContainerExited as i32 {
-                break s;
-            }
-            assert!(Instant::now() < deadline, "container did not exit");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
+        let pod = run_pod(&c, &mut cri, to_map(pod_annotations)).await;
+        let status = run_container(&mut cri, &pod, "localhost/hostile-cri:test", &["membomb"], 0, to_map(container_annotations)).await;
         assert_eq!(status.exit_code, expect_code, "{status:?}");
-        let log = std::fs::read_to_string(log_dir.join("main.log")).unwrap_or_default();
+        let log = container_log(&c, &pod, 0);
         assert!(log.contains(expect_text), "expected {expect_text:?} in the container log: {log}");
-        cri.runtime.stop_pod_sandbox(api::StopPodSandboxRequest { pod_sandbox_id: pod.clone() }).await.unwrap();
-        cri.runtime.remove_pod_sandbox(api::RemovePodSandboxRequest { pod_sandbox_id: pod.clone() }).await.unwrap();
-        c.remove_pod_cgroup(&name);
+        remove_pod(&c, &mut cri, &pod).await;
     }
     c.assert_clean();
 }
