@@ -13,6 +13,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use crate::shim::cleanup::{cgroup_mount_points, collect_dirs};
+
 pub const WASMEDGE_RUNTIME: &str = "io.containerd.wasmedge.v1";
 pub const PAUSE_IMAGE: &str = "localhost/pause:3.10";
 pub const BUSYBOX_IMAGE: &str = "localhost/busybox:host";
@@ -78,10 +80,6 @@ pub fn own_cgroup() -> String {
         .expect("no memory cgroup");
     let path = line.splitn(3, ':').nth(2).unwrap().trim_end_matches('/').to_string();
     path
-}
-
-fn cgroup_roots() -> Vec<PathBuf> {
-    crate::shim::cleanup::cgroup_mount_points()
 }
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
@@ -361,7 +359,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
     /// Cgroup directories below the base (the base itself excluded), in every hierarchy.
     pub fn cgroup_dirs(&self) -> Vec<PathBuf> {
         let mut dirs = vec![];
-        for root in cgroup_roots() {
+        for root in cgroup_mount_points() {
             let base = root.join(self.cgroup_base.trim_start_matches('/'));
             collect_dirs(&base, &mut dirs);
         }
@@ -371,7 +369,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
     /// Removes a pod-level cgroup after RemovePodSandbox, as kubelet does (the runtime only
     /// removes the containers' cgroups below it). Fails if anything is still below it.
     pub fn remove_pod_cgroup(&self, pod: &str) {
-        for root in cgroup_roots() {
+        for root in cgroup_mount_points() {
             let dir = root.join(self.cgroup_of(pod).trim_start_matches('/'));
             if !dir.exists() {
                 continue;
@@ -464,9 +462,6 @@ pub fn pss_of(pid: i32) -> u64 {
         .unwrap_or(0)
 }
 
-fn collect_dirs(dir: &Path, out: &mut Vec<PathBuf>) {
-    crate::shim::cleanup::collect_dirs(dir, out)
-}
 
 impl Drop for Containerd {
     fn drop(&mut self) {
@@ -509,7 +504,7 @@ impl Drop for Containerd {
                 libc::umount2(c.as_ptr(), libc::MNT_DETACH);
             }
         }
-        for root in cgroup_roots() {
+        for root in cgroup_mount_points() {
             let base = root.join(self.cgroup_base.trim_start_matches('/'));
             let mut dirs = vec![];
             collect_dirs(&base, &mut dirs);
