@@ -3,6 +3,7 @@
 pub mod aot;
 pub mod cache;
 pub mod wasi;
+pub mod slot;
 
 use std::path::Path;
 use std::time::Instant;
@@ -151,6 +152,38 @@ pub enum Outcome {
     Trapped(String),
     /// The module needed more linear memory than the policy allows.
     OutOfMemory { limit_pages: u32 },
+    /// Stopped at the policy's wall-clock limit (per call in HTTP mode).
+    TimedOut { limit_ms: u64 },
+}
+
+impl Outcome {
+    /// The message users see when the run did not end normally (None for an exit), naming the
+    /// policy field involved and the fix.
+    pub fn failure_message(&self) -> Option<String> {
+        match self {
+            Outcome::Exited(_) => None,
+            Outcome::Trapped(trap) => Some(format!("wasm trap: {trap}")),
+            Outcome::OutOfMemory { limit_pages } => Some(format!(
+                "WasmEdge: out of memory (max_memory_pages {limit_pages} = {} MiB); raise wasmedge.io/max-memory-pages or use less memory",
+                limit_pages / 16
+            )),
+            Outcome::TimedOut { limit_ms } => Some(time_limit_message(*limit_ms)),
+        }
+    }
+
+    /// The process exit code of a command-mode run that ended this way.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Outcome::Exited(code) => *code,
+            Outcome::Trapped(_) => exit_code::TRAP,
+            Outcome::OutOfMemory { .. } => exit_code::OUT_OF_MEMORY,
+            Outcome::TimedOut { .. } => exit_code::TIME_LIMIT,
+        }
+    }
+}
+
+pub fn time_limit_message(limit_ms: u64) -> String {
+    format!("WasmEdge: time limit exceeded (execution_timeout_ms {limit_ms}); raise wasmedge.io/execution-timeout-ms or make the module faster")
 }
 
 pub struct RunReport {
@@ -190,16 +223,22 @@ pub fn run_command(module: &Module, spec: RunSpec) -> Result<RunReport> {
 }
 
 fn classify_failure(e: &WasmEdgeError, memory_pages: Option<u32>, limit_pages: u32) -> Outcome {
-    // At (or within one allocation chunk of) the cap, or declared above it.
+    let text = match e {
+        WasmEdgeError::Core(CoreError::Execution(exec)) => trap_text(exec),
+        other => other.to_string(),
+    };
+    classify_trap(text, memory_pages, limit_pages)
+}
+
+/// A failed run is out of memory when the memory ended at (or within one allocation chunk of)
+/// the cap; otherwise it is the trap WasmEdge named.
+pub(crate) fn classify_trap(trap: String, memory_pages: Option<u32>, limit_pages: u32) -> Outcome {
     let near_cap = memory_pages.map(|p| p + OOM_SLACK_PAGES >= limit_pages).unwrap_or(false);
     if near_cap {
-        log::info!("run failed ({e}) with memory at {memory_pages:?} of {limit_pages} pages: out of memory");
+        log::info!("run failed ({trap}) with memory at {memory_pages:?} of {limit_pages} pages: out of memory");
         return Outcome::OutOfMemory { limit_pages };
     }
-    match e {
-        WasmEdgeError::Core(CoreError::Execution(exec)) => Outcome::Trapped(trap_text(exec)),
-        other => Outcome::Trapped(other.to_string()),
-    }
+    Outcome::Trapped(trap)
 }
 
 fn trap_text(e: &CoreExecutionError) -> String {

@@ -1,0 +1,325 @@
+//! Fresh instances of one loaded module, one after another on one thread: the engine of HTTP
+//! mode, where every request gets an instance of its own.
+//!
+//! What is paid once per slot: the Store, the executor, our WASI and `edge_http` import objects
+//! (registering 46 host functions costs about as much as an instantiation). What is paid per
+//! request: a new `WasiCtx` (stdin = the request, stdout/stderr = buffers), a new `NetCtx`
+//! (the request budget), and a new anonymous module instance, destroyed right after the call.
+//! Nothing of one request's instance (memory, globals, tables, fds) is visible to the next.
+//!
+//! The call runs through WasmEdge's async invoke so that a request past its time limit can be
+//! cancelled cleanly (modules are AOT-compiled "interruptible"); the slot stays usable.
+
+use std::collections::HashMap;
+use std::ffi::CStr;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context, Result};
+use wasmedge_sdk::config::{CommonConfigOptions, ConfigBuilder, RuntimeConfigOptions};
+use wasmedge_sdk::vm::SyncInst;
+use wasmedge_sdk::{AsInstance, Instance, Module, Store};
+use wasmedge_sys::ffi;
+use wasmedge_sys::instance::function::AsFunc;
+
+use super::wasi::{self, net, Preopen, Stdio, WasiConfig, WasiCtx};
+use super::{classify_trap, Outcome};
+
+/// What every instance of the slot gets, already filtered by the sandbox policy.
+#[derive(Debug, Clone)]
+pub struct SlotSpec {
+    pub func: String,
+    pub args: Vec<String>,
+    pub envs: Vec<(String, String)>,
+    pub preopens: Vec<Preopen>,
+    pub max_memory_pages: u32,
+    pub allowed_hosts: Vec<String>,
+    /// Outbound request budget of each call.
+    pub max_network_requests: u32,
+    /// Wall-clock limit of each call.
+    pub timeout: Duration,
+}
+
+/// The result of one call.
+#[derive(Debug)]
+pub struct Invocation {
+    pub outcome: Outcome,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    /// Sandbox denials of this call (`permission denied: /etc/passwd`, `host not allowed: …`).
+    pub violations: Vec<String>,
+    /// Time spent creating the instance (zero work on the request path when it was pre-created).
+    pub instance_start: Duration,
+    /// The instance had been created before the request arrived.
+    pub prewarmed: bool,
+    /// Size of the instance's linear memory when the call ended, in 64 KiB pages.
+    pub memory_pages: Option<u32>,
+}
+
+pub struct InstanceSlot<'m> {
+    module: &'m Module,
+    spec: SlotSpec,
+    store: Store<'static, dyn SyncInst>,
+    /// Host data of the import objects the store holds; swapped between calls.
+    wasi: *mut WasiCtx,
+    net: *mut net::NetCtx,
+    invoker: Invoker,
+    /// An instance created ahead of the next request (warm pool), with its creation time.
+    ready: Option<(Instance, Duration)>,
+}
+
+impl<'m> InstanceSlot<'m> {
+    pub fn new(module: &'m Module, spec: SlotSpec) -> Result<Self> {
+        let config = ConfigBuilder::new(CommonConfigOptions::default())
+            .with_runtime_config(RuntimeConfigOptions::default().max_memory_pages(spec.max_memory_pages))
+            .build()?;
+        // A slot lives as long as the serving process, and the Store borrows its import objects
+        // for as long as it lives: leaking two small objects per slot is the simple way to say so.
+        let wasi_object: &'static mut _ = Box::leak(Box::new(wasi::import_object(WasiCtx::default())?));
+        let net_object: &'static mut _ = Box::leak(Box::new(net::import_object(net::NetCtx::default())?));
+        // The host data belongs to the C side of each import object (WasmEdge hands this same
+        // pointer to every host function call); the Rust objects only hold the instance handle.
+        let wasi: *mut WasiCtx = wasi_object.get_host_data_mut();
+        let net: *mut net::NetCtx = net_object.get_host_data_mut();
+        let mut instances: HashMap<String, &'static mut dyn SyncInst> = HashMap::with_capacity(2);
+        instances.insert(wasi::MODULE_NAME.to_string(), wasi_object);
+        instances.insert(net::MODULE_NAME.to_string(), net_object);
+        let store = Store::new(Some(&config), instances)?;
+        let invoker = Invoker::new(spec.max_memory_pages)?;
+        Ok(InstanceSlot { module, spec, store, wasi, net, invoker, ready: None })
+    }
+
+    /// Creates the next request's instance now, off the request path. Returns how long it took.
+    pub fn prepare(&mut self) -> Result<Duration> {
+        if self.ready.is_none() {
+            self.reset_host_data(Vec::new())?;
+            let started = Instant::now();
+            let instance = self.store.register_active_module(self.module)?;
+            self.ready = Some((instance, started.elapsed()));
+        }
+        Ok(self.ready.as_ref().map(|(_, t)| *t).unwrap_or_default())
+    }
+
+    /// Runs one call with `stdin` as its standard input, in an instance nobody used before.
+    pub fn call(&mut self, stdin: Vec<u8>) -> Result<Invocation> {
+        let (mut instance, instance_start, prewarmed) = match self.ready.take() {
+            Some((instance, took)) => (instance, took, true),
+            None => {
+                self.reset_host_data(Vec::new())?;
+                let started = Instant::now();
+                let instance = self.store.register_active_module(self.module)?;
+                (instance, started.elapsed(), false)
+            }
+        };
+        // Fresh per-call state; a start section that ran at instantiation wrote to a ctx
+        // that is dropped here.
+        self.reset_host_data(stdin)?;
+        let result = match instance.get_func_mut(&self.spec.func) {
+            // SAFETY: the function belongs to `instance`, which outlives the call.
+            Ok(func) => self.invoker.call(unsafe { func.get_func_raw() }, self.spec.timeout),
+            Err(e) => Err(anyhow!("{e}")),
+        };
+        let memory_pages = instance.get_memory_ref("memory").ok().map(|m| m.size());
+        drop(instance);
+        // SAFETY: no call is running; the pointers stay valid for the store's lifetime.
+        let (ctx, net) = unsafe { (std::mem::take(&mut *self.wasi), std::mem::take(&mut *self.net)) };
+        let outcome = match result? {
+            CallEnd::Finished => Outcome::Exited(ctx.exit_code().unwrap_or(0) as i32),
+            CallEnd::TimedOut => Outcome::TimedOut { limit_ms: self.spec.timeout.as_millis() as u64 },
+            CallEnd::Failed(message) => classify_trap(message, memory_pages, self.spec.max_memory_pages),
+        };
+        let mut ctx = ctx;
+        let mut violations = ctx.violations().to_vec();
+        violations.extend(net.violations().iter().cloned());
+        Ok(Invocation {
+            outcome,
+            stdout: ctx.take_stdout(),
+            stderr: ctx.take_stderr(),
+            violations,
+            instance_start,
+            prewarmed,
+            memory_pages,
+        })
+    }
+
+    fn reset_host_data(&mut self, stdin: Vec<u8>) -> Result<()> {
+        let ctx = WasiCtx::new(WasiConfig {
+            args: self.spec.args.clone(),
+            envs: self.spec.envs.clone(),
+            preopens: self.spec.preopens.clone(),
+            stdin: Stdio::Buffer(stdin),
+            stdout: Stdio::Buffer(Vec::new()),
+            stderr: Stdio::Buffer(Vec::new()),
+        })
+        .context("set up WASI for the request")?;
+        let net = net::NetCtx::new(self.spec.allowed_hosts.clone(), self.spec.max_network_requests);
+        // SAFETY: no call is running on this slot (calls are synchronous on its thread).
+        unsafe {
+            *self.wasi = ctx;
+            *self.net = net;
+        }
+        Ok(())
+    }
+}
+
+/// How a call ended, before it is read as an [`Outcome`].
+enum CallEnd {
+    /// Returned, or called `proc_exit` (the exit code is then in the WASI ctx).
+    Finished,
+    TimedOut,
+    Failed(String),
+}
+
+/// An executor used only to invoke functions, asynchronously, so that a call can be cancelled.
+struct Invoker(*mut ffi::WasmEdge_ExecutorContext);
+
+impl Invoker {
+    fn new(max_memory_pages: u32) -> Result<Self> {
+        // SAFETY: plain C constructors; the executor copies what it needs from the config.
+        unsafe {
+            let config = ffi::WasmEdge_ConfigureCreate();
+            if config.is_null() {
+                return Err(anyhow!("WasmEdge: cannot create a configuration"));
+            }
+            ffi::WasmEdge_ConfigureSetMaxMemoryPage(config, max_memory_pages);
+            let executor = ffi::WasmEdge_ExecutorCreate(config, std::ptr::null_mut());
+            ffi::WasmEdge_ConfigureDelete(config);
+            if executor.is_null() {
+                return Err(anyhow!("WasmEdge: cannot create an executor"));
+            }
+            Ok(Invoker(executor))
+        }
+    }
+
+    /// Calls a `() -> ()` function; past `timeout` the call is cancelled (the interruptible
+    /// AOT code and the interpreter both stop at the next check) and reported as timed out.
+    fn call(&self, func: *mut ffi::WasmEdge_FunctionInstanceContext, timeout: Duration) -> Result<CallEnd> {
+        // SAFETY: `func` is valid for the duration of this call (caller's contract); the async
+        // handle is waited for and deleted before returning.
+        unsafe {
+            let pending = ffi::WasmEdge_ExecutorAsyncInvoke(self.0, func, std::ptr::null(), 0);
+            if pending.is_null() {
+                return Err(anyhow!("WasmEdge: cannot start the call"));
+            }
+            let finished = ffi::WasmEdge_AsyncWaitFor(pending, timeout.as_millis().max(1) as u64);
+            if !finished {
+                ffi::WasmEdge_AsyncCancel(pending);
+            }
+            let result = ffi::WasmEdge_AsyncGet(pending, std::ptr::null_mut(), 0);
+            ffi::WasmEdge_AsyncDelete(pending);
+            // WasmEdge counts "terminated" (proc_exit) as OK.
+            if finished && ffi::WasmEdge_ResultOK(result) {
+                return Ok(CallEnd::Finished);
+            }
+            let code = ffi::WasmEdge_ResultGetCode(result);
+            Ok(match code {
+                _ if !finished => CallEnd::TimedOut,
+                ffi::WasmEdge_ErrCode_Interrupted => CallEnd::TimedOut,
+                _ => {
+                    let message = ffi::WasmEdge_ResultGetMessage(result);
+                    let text = if message.is_null() {
+                        format!("error code {code:#x}")
+                    } else {
+                        CStr::from_ptr(message).to_string_lossy().into_owned()
+                    };
+                    CallEnd::Failed(text)
+                }
+            })
+        }
+    }
+}
+
+impl Drop for Invoker {
+    fn drop(&mut self) {
+        // SAFETY: created in `new`, deleted once.
+        unsafe { ffi::WasmEdge_ExecutorDelete(self.0) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn module(wat: &str) -> Module {
+        Module::from_bytes(None, wasmedge_sdk::wat2wasm(wat.as_bytes()).unwrap()).unwrap()
+    }
+
+    fn spec(timeout_ms: u64) -> SlotSpec {
+        SlotSpec {
+            func: "_start".into(),
+            args: vec!["f".into()],
+            envs: vec![],
+            preopens: vec![],
+            max_memory_pages: 64,
+            allowed_hosts: vec![],
+            max_network_requests: 0,
+            timeout: Duration::from_millis(timeout_ms),
+        }
+    }
+
+    /// Echoes stdin to stdout, and traps when the global it increments shows an earlier call.
+    const ECHO_ONCE: &str = r#"(module
+        (import "wasi_snapshot_preview1" "fd_read" (func $read (param i32 i32 i32 i32) (result i32)))
+        (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
+        (memory (export "memory") 1)
+        (global $calls (mut i32) (i32.const 0))
+        (func (export "_start")
+            (if (i32.ne (global.get $calls) (i32.const 0)) (then unreachable))
+            (global.set $calls (i32.const 1))
+            (if (i32.load (i32.const 2048)) (then unreachable))
+            (i32.store (i32.const 2048) (i32.const 1))
+            (i32.store (i32.const 0) (i32.const 1024))
+            (i32.store (i32.const 4) (i32.const 512))
+            (drop (call $read (i32.const 0) (i32.const 0) (i32.const 1) (i32.const 8)))
+            (i32.store (i32.const 4) (i32.load (i32.const 8)))
+            (drop (call $write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))"#;
+
+    #[test]
+    fn every_call_gets_a_fresh_instance() {
+        let m = module(ECHO_ONCE);
+        let mut slot = InstanceSlot::new(&m, spec(5000)).unwrap();
+        for i in 0..20 {
+            let input = format!("request {i}");
+            if i % 2 == 0 {
+                slot.prepare().unwrap();
+            }
+            let out = slot.call(input.clone().into_bytes()).unwrap();
+            assert_eq!(out.outcome, Outcome::Exited(0), "call {i}: {out:?}");
+            assert_eq!(String::from_utf8(out.stdout).unwrap(), input);
+            assert_eq!(out.prewarmed, i % 2 == 0);
+        }
+    }
+
+    #[test]
+    fn a_busy_call_is_cancelled_and_the_slot_goes_on() {
+        let m = module(r#"(module (memory 1)
+            (global $n (mut i32) (i32.const 0))
+            (func (export "spin") (loop (br 0)))
+            (func (export "_start")))"#);
+        let mut s = spec(200);
+        s.func = "spin".into();
+        let mut slot = InstanceSlot::new(&m, s).unwrap();
+        let started = Instant::now();
+        let out = slot.call(vec![]).unwrap();
+        assert_eq!(out.outcome, Outcome::TimedOut { limit_ms: 200 });
+        assert!(started.elapsed() < Duration::from_secs(3), "cancel took {:?}", started.elapsed());
+        let out = slot.call(vec![]).unwrap();
+        assert_eq!(out.outcome, Outcome::TimedOut { limit_ms: 200 }, "the slot must still run calls");
+    }
+
+    #[test]
+    fn traps_and_exit_codes_are_reported_per_call() {
+        let m = module(r#"(module
+            (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+            (memory (export "memory") 1)
+            (func (export "trap") unreachable)
+            (func (export "_start") (call $exit (i32.const 3))))"#);
+        let mut s = spec(5000);
+        s.func = "trap".into();
+        let mut slot = InstanceSlot::new(&m, s.clone()).unwrap();
+        assert_eq!(slot.call(vec![]).unwrap().outcome, Outcome::Trapped("unreachable".into()));
+        assert_eq!(slot.call(vec![]).unwrap().outcome, Outcome::Trapped("unreachable".into()));
+        s.func = "_start".into();
+        let mut slot = InstanceSlot::new(&m, s).unwrap();
+        assert_eq!(slot.call(vec![]).unwrap().outcome, Outcome::Exited(3));
+    }
+}
