@@ -36,6 +36,9 @@ pub const NON_POLICY_KEYS: &[&str] = &[
     "wasmedge.io/http-port",
     "wasmedge.io/version",
     "wasmedge.io/warm-pool",
+    "wasmedge.io/max-concurrency",
+    "wasmedge.io/max-body-bytes",
+    "wasmedge.io/drain-timeout-ms",
 ];
 
 /// Why a value is rejected and what to write instead.

@@ -5,6 +5,7 @@
 //! `main`, before any container process is forked, and inherited from there.
 
 use std::hash::Hash;
+use std::time::Duration;
 use std::sync::OnceLock;
 
 use anyhow::Result;
@@ -14,7 +15,9 @@ use containerd_shim_wasm::shim::{Compiler, Shim, Version};
 
 use crate::engine::aot::{self, ModuleKind};
 use crate::engine::cache::AotCache;
-use crate::engine::{self, exit_code, Outcome, RunSpec};
+use crate::engine::slot::SlotSpec;
+use crate::engine::{self, exit_code, RunSpec};
+use crate::http::{self, Mode, Served};
 use crate::engine::wasi::Preopen;
 use crate::node_config::NodeConfig;
 use crate::policy::{self, PolicySettings, WasiSandboxPolicy};
@@ -90,58 +93,68 @@ pub struct WasmEdgeSandbox;
 
 impl Sandbox for WasmEdgeSandbox {
     async fn run_wasi(&self, ctx: &impl RuntimeContext) -> Result<i32> {
-        exit_on_termination_signals();
         make_stdin_read_only();
-        let policy = match container_policy() {
-            Ok(policy) => policy,
-            Err(message) => return Ok(report_failure(&message, exit_code::BAD_POLICY)),
+        let (policy, mode) = match container_settings() {
+            Ok(settings) => settings,
+            Err(message) => {
+                exit_on_termination_signals();
+                return Ok(report_failure(&message, exit_code::BAD_POLICY));
+            }
         };
         log::info!("sandbox policy: {}", policy.summary());
         let entrypoint = ctx.entrypoint();
-        let loaded = match &entrypoint.source {
-            Source::File(path) => std::fs::read(path)
-                .map_err(|e| engine::LoadError(format!("{}: {e}", path.display())))
-                .and_then(|bytes| engine::load_module(&bytes, Some(path), node_cache())),
-            Source::Oci(_) => entrypoint
-                .source
-                .as_bytes()
-                .map_err(|e| engine::LoadError(format!("OCI layer: {e:#}")))
-                .and_then(|bytes| engine::load_module(&bytes, None, node_cache())),
+        let source = match &entrypoint.source {
+            Source::File(path) => ModuleSource::File(path.clone()),
+            Source::Oci(_) => match entrypoint.source.as_bytes() {
+                Ok(bytes) => ModuleSource::Bytes(bytes.into_owned()),
+                Err(e) => return Ok(report_failure(&format!("failed to load module: OCI layer: {e:#}"), exit_code::LOAD_FAILED)),
+            },
         };
-        let loaded = match loaded {
-            Ok(loaded) => loaded,
-            Err(e) => return Ok(report_failure(&e.to_string(), exit_code::LOAD_FAILED)),
-        };
-        log::info!("module ready ({:?}), calling {}", loaded.path, entrypoint.func);
-        let spec = RunSpec {
-            func: &entrypoint.func,
-            args: ctx.args().to_vec(),
-            envs: allowed_envs(ctx.envs(), &policy),
-            preopens: preopens(&policy),
-            max_memory_pages: policy.max_memory_pages,
-            allowed_hosts: policy.allowed_hosts.clone(),
-            max_network_requests: policy.max_network_requests,
-        };
-        start_time_limit(policy.execution_timeout_ms);
-        let report = match engine::run_command(&loaded.module, spec) {
-            Ok(report) => report,
-            Err(e) => return Ok(report_failure(&format!("failed to start module: {e:#}"), exit_code::LOAD_FAILED)),
-        };
-        for violation in &report.violations {
-            log::warn!("{violation}");
-            eprintln!("{violation}");
+        let envs = allowed_envs(ctx.envs(), &policy);
+        match mode {
+            Mode::Command => {
+                exit_on_termination_signals();
+                let spec = RunSpec {
+                    func: &entrypoint.func,
+                    args: ctx.args().to_vec(),
+                    envs,
+                    preopens: preopens(&policy),
+                    max_memory_pages: policy.max_memory_pages,
+                    allowed_hosts: policy.allowed_hosts.clone(),
+                    max_network_requests: policy.max_network_requests,
+                };
+                Ok(run_command(source, spec, policy.execution_timeout_ms))
+            }
+            Mode::Http(settings) => {
+                let slot = SlotSpec {
+                    func: entrypoint.func.clone(),
+                    args: ctx.args().to_vec(),
+                    envs,
+                    preopens: preopens(&policy),
+                    max_memory_pages: policy.max_memory_pages,
+                    allowed_hosts: policy.allowed_hosts.clone(),
+                    max_network_requests: policy.max_network_requests,
+                    timeout: Duration::from_millis(policy.execution_timeout_ms),
+                };
+                let load = move || {
+                    let loaded = source.load().map_err(|e| (e.to_string(), exit_code::LOAD_FAILED))?;
+                    log::info!("module ready ({:?})", loaded.path);
+                    Ok(loaded.module)
+                };
+                // A thread of its own: the HTTP runtime must not nest in the caller's executor.
+                let served = std::thread::spawn(move || http::serve(settings, slot, load)).join();
+                Ok(match served {
+                    Ok(Served::Stopped { drained }) => {
+                        if !drained {
+                            log::warn!("drain timeout passed with requests in flight");
+                        }
+                        0
+                    }
+                    Ok(Served::Failed { message, exit_code }) => report_failure(&message, exit_code),
+                    Err(_) => report_failure("the HTTP server panicked", exit_code::LOAD_FAILED),
+                })
+            }
         }
-        Ok(match report.outcome {
-            Outcome::Exited(code) => code,
-            Outcome::Trapped(trap) => report_failure(&format!("wasm trap: {trap}"), exit_code::TRAP),
-            Outcome::OutOfMemory { limit_pages } => report_failure(
-                &format!(
-                    "WasmEdge: out of memory (max_memory_pages {limit_pages} = {} MiB); raise wasmedge.io/max-memory-pages or use less memory",
-                    limit_pages / 16
-                ),
-                exit_code::OUT_OF_MEMORY,
-            ),
-        })
     }
 
     /// Every file entrypoint is ours to run; a file that is not a usable module is reported
@@ -151,9 +164,9 @@ impl Sandbox for WasmEdgeSandbox {
     }
 }
 
-/// This container's policy: its annotations (from its own spec) resolved against the node's
-/// presets and ceiling. An error is the message to show the user.
-fn container_policy() -> std::result::Result<WasiSandboxPolicy, String> {
+/// This container's policy and mode: its annotations (from its own spec) resolved against the
+/// node's presets and ceiling. An error is the message to show the user.
+fn container_settings() -> std::result::Result<(WasiSandboxPolicy, Mode), String> {
     let node = NODE.get().ok_or("shim node state missing")?;
     let settings = node
         .policies
@@ -165,7 +178,49 @@ fn container_policy() -> std::result::Result<WasiSandboxPolicy, String> {
         })?,
         None => return Err("cannot find this container's bundle; refusing to guess its sandbox policy".into()),
     };
-    policy::resolve(settings, &annotations).map_err(|e| e.to_string())
+    let policy = policy::resolve(settings, &annotations).map_err(|e| e.to_string())?;
+    let mode = http::settings::from_annotations(&annotations).map_err(|e| e.to_string())?;
+    Ok((policy, mode))
+}
+
+/// Where the module comes from: a file in the rootfs, or the bytes of OCI wasm layers.
+enum ModuleSource {
+    File(std::path::PathBuf),
+    Bytes(Vec<u8>),
+}
+
+impl ModuleSource {
+    /// Loads (compiling on first use, through the node's AOT cache).
+    fn load(&self) -> std::result::Result<engine::LoadedModule, engine::LoadError> {
+        match self {
+            ModuleSource::File(path) => std::fs::read(path)
+                .map_err(|e| engine::LoadError(format!("{}: {e}", path.display())))
+                .and_then(|bytes| engine::load_module(&bytes, Some(path), node_cache())),
+            ModuleSource::Bytes(bytes) => engine::load_module(bytes, None, node_cache()),
+        }
+    }
+}
+
+/// Command mode: one run of the entry function; its exit code is the container's.
+fn run_command(source: ModuleSource, spec: RunSpec, execution_timeout_ms: u64) -> i32 {
+    let loaded = match source.load() {
+        Ok(loaded) => loaded,
+        Err(e) => return report_failure(&e.to_string(), exit_code::LOAD_FAILED),
+    };
+    log::info!("module ready ({:?}), calling {}", loaded.path, spec.func);
+    start_time_limit(execution_timeout_ms);
+    let report = match engine::run_command(&loaded.module, spec) {
+        Ok(report) => report,
+        Err(e) => return report_failure(&format!("failed to start module: {e:#}"), exit_code::LOAD_FAILED),
+    };
+    for violation in &report.violations {
+        log::warn!("{violation}");
+        eprintln!("{violation}");
+    }
+    match report.outcome.failure_message() {
+        None => report.outcome.exit_code(),
+        Some(message) => report_failure(&message, report.outcome.exit_code()),
+    }
 }
 
 /// Only the policy's variables reach the module; each dropped one is logged by name.
@@ -204,10 +259,7 @@ fn preopens(policy: &WasiSandboxPolicy) -> Vec<Preopen> {
 fn start_time_limit(timeout_ms: u64) {
     std::thread::spawn(move || {
         std::thread::sleep(std::time::Duration::from_millis(timeout_ms));
-        report_failure(
-            &format!("WasmEdge: time limit exceeded (execution_timeout_ms {timeout_ms}); raise wasmedge.io/execution-timeout-ms or make the module faster"),
-            exit_code::TIME_LIMIT,
-        );
+        report_failure(&engine::time_limit_message(timeout_ms), exit_code::TIME_LIMIT);
         // SAFETY: _exit ends the process without running destructors, as intended here.
         unsafe { libc::_exit(exit_code::TIME_LIMIT) }
     });

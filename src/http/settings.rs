@@ -1,0 +1,206 @@
+//! How a container serves: command mode or HTTP function mode, and the HTTP mode's knobs, read
+//! from the container's `wasmedge.io/*` annotations. Pure: annotations in, settings or a
+//! [`PolicyError`] (key, value, reason, fix) out.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use crate::policy::PolicyError;
+
+pub const KEY_MODE: &str = "wasmedge.io/mode";
+pub const KEY_HTTP_PORT: &str = "wasmedge.io/http-port";
+pub const KEY_VERSION: &str = "wasmedge.io/version";
+pub const KEY_WARM_POOL: &str = "wasmedge.io/warm-pool";
+pub const KEY_MAX_CONCURRENCY: &str = "wasmedge.io/max-concurrency";
+pub const KEY_MAX_BODY_BYTES: &str = "wasmedge.io/max-body-bytes";
+pub const KEY_DRAIN_TIMEOUT_MS: &str = "wasmedge.io/drain-timeout-ms";
+
+/// The image reference containerd's CRI plugin puts on every container it creates.
+pub const CRI_IMAGE_NAME: &str = "io.kubernetes.cri.image-name";
+
+pub const DEFAULT_HTTP_PORT: u16 = 8080;
+pub const DEFAULT_MAX_CONCURRENCY: usize = 4;
+pub const MAX_CONCURRENCY_LIMIT: usize = 256;
+pub const DEFAULT_MAX_BODY_BYTES: usize = 1 << 20;
+pub const MAX_BODY_BYTES_LIMIT: usize = 64 << 20;
+/// Below Kubernetes' default termination grace period (30 s), so a drain ends before SIGKILL.
+pub const DEFAULT_DRAIN_TIMEOUT_MS: u64 = 20_000;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mode {
+    /// Run the module's `_start` once; its exit code is the container's.
+    Command,
+    /// Serve HTTP; every request runs `_start` in a fresh instance.
+    Http(HttpSettings),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpSettings {
+    pub port: u16,
+    /// The `version` label of every metric (canary analysis groups by it).
+    pub version: String,
+    /// Instances kept created ahead of requests (at most one per concurrent slot).
+    pub warm_pool: usize,
+    /// Requests executing at once; more wait in a short queue, beyond it they get 503.
+    pub max_concurrency: usize,
+    pub max_body_bytes: usize,
+    /// How long SIGTERM waits for in-flight requests before the process exits.
+    pub drain_timeout: Duration,
+}
+
+/// Reads the mode and, for HTTP mode, its settings. The keys only matter in HTTP mode, but a
+/// malformed one is an error in either mode (it shows a mistake in the pod spec).
+pub fn from_annotations(annotations: &HashMap<String, String>) -> Result<Mode, PolicyError> {
+    let get = |key: &str| annotations.get(key).map(|v| v.trim());
+    let port = parse_number(get(KEY_HTTP_PORT), KEY_HTTP_PORT, 1, u16::MAX as u64, DEFAULT_HTTP_PORT as u64, "a TCP port, 1-65535 (default 8080)")? as u16;
+    let max_concurrency = parse_number(
+        get(KEY_MAX_CONCURRENCY),
+        KEY_MAX_CONCURRENCY,
+        1,
+        MAX_CONCURRENCY_LIMIT as u64,
+        DEFAULT_MAX_CONCURRENCY as u64,
+        "a number of concurrent requests, 1-256 (default 4)",
+    )? as usize;
+    let warm_pool = parse_number(
+        get(KEY_WARM_POOL),
+        KEY_WARM_POOL,
+        0,
+        max_concurrency as u64,
+        0,
+        &format!("a number of pre-created instances, 0 to {KEY_MAX_CONCURRENCY} ({max_concurrency})"),
+    )? as usize;
+    let max_body_bytes = parse_number(
+        get(KEY_MAX_BODY_BYTES),
+        KEY_MAX_BODY_BYTES,
+        0,
+        MAX_BODY_BYTES_LIMIT as u64,
+        DEFAULT_MAX_BODY_BYTES as u64,
+        "a size in bytes, at most 67108864 (default 1048576)",
+    )? as usize;
+    let drain_ms = parse_number(
+        get(KEY_DRAIN_TIMEOUT_MS),
+        KEY_DRAIN_TIMEOUT_MS,
+        0,
+        600_000,
+        DEFAULT_DRAIN_TIMEOUT_MS,
+        "milliseconds, at most 600000; keep it below the pod's terminationGracePeriodSeconds",
+    )?;
+    let version = match get(KEY_VERSION) {
+        Some(v) if !v.is_empty() => {
+            if v.len() > 128 || v.chars().any(|c| c.is_control()) {
+                return Err(error(KEY_VERSION, v, "not a usable metric label", "use a short printable version string such as v2 or 1.4.0"));
+            }
+            v.to_string()
+        }
+        Some(v) => return Err(error(KEY_VERSION, v, "empty", "remove it (the image reference is used) or write a version such as v2")),
+        None => annotations.get(CRI_IMAGE_NAME).cloned().unwrap_or_else(|| "unknown".to_string()),
+    };
+    match get(KEY_MODE) {
+        None => Ok(Mode::Command),
+        Some(m) if m.eq_ignore_ascii_case("command") => Ok(Mode::Command),
+        Some(m) if m.eq_ignore_ascii_case("http") => Ok(Mode::Http(HttpSettings {
+            port,
+            version,
+            warm_pool,
+            max_concurrency,
+            max_body_bytes,
+            drain_timeout: Duration::from_millis(drain_ms),
+        })),
+        Some(m) => Err(error(KEY_MODE, m, "unknown mode", "write http (serve requests) or command (run once; the default)")),
+    }
+}
+
+fn parse_number(value: Option<&str>, key: &str, min: u64, max: u64, default: u64, expected: &str) -> Result<u64, PolicyError> {
+    let Some(v) = value else { return Ok(default) };
+    match v.parse::<u64>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        Ok(_) => Err(error(key, v, &format!("out of range {min}-{max}"), &format!("write {expected}"))),
+        Err(_) => Err(error(key, v, "not a whole number", &format!("write {expected}"))),
+    }
+}
+
+fn error(key: &str, value: &str, reason: &str, fix: &str) -> PolicyError {
+    PolicyError { key: key.to_string(), value: value.to_string(), reason: reason.to_string(), fix: fix.to_string() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn annotations(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    fn http(pairs: &[(&str, &str)]) -> HttpSettings {
+        match from_annotations(&annotations(pairs)).unwrap() {
+            Mode::Http(s) => s,
+            Mode::Command => panic!("expected HTTP mode"),
+        }
+    }
+
+    #[test]
+    fn the_policy_code_knows_every_key() {
+        for key in [KEY_MODE, KEY_HTTP_PORT, KEY_VERSION, KEY_WARM_POOL, KEY_MAX_CONCURRENCY, KEY_MAX_BODY_BYTES, KEY_DRAIN_TIMEOUT_MS] {
+            assert!(crate::policy::NON_POLICY_KEYS.contains(&key), "{key} would be reported as a typo");
+        }
+    }
+
+    #[test]
+    fn command_mode_is_the_default() {
+        assert_eq!(from_annotations(&annotations(&[])).unwrap(), Mode::Command);
+        assert_eq!(from_annotations(&annotations(&[(KEY_MODE, "command")])).unwrap(), Mode::Command);
+    }
+
+    #[test]
+    fn http_defaults() {
+        let s = http(&[(KEY_MODE, "http")]);
+        assert_eq!(
+            s,
+            HttpSettings {
+                port: 8080,
+                version: "unknown".into(),
+                warm_pool: 0,
+                max_concurrency: 4,
+                max_body_bytes: 1 << 20,
+                drain_timeout: Duration::from_secs(20),
+            }
+        );
+    }
+
+    #[test]
+    fn version_falls_back_to_the_image_reference() {
+        assert_eq!(http(&[(KEY_MODE, "http"), (CRI_IMAGE_NAME, "docker.io/x/f:2")]).version, "docker.io/x/f:2");
+        assert_eq!(http(&[(KEY_MODE, "http"), (CRI_IMAGE_NAME, "x:2"), (KEY_VERSION, "v2")]).version, "v2");
+    }
+
+    #[test]
+    fn overrides_are_read() {
+        let s = http(&[
+            (KEY_MODE, "HTTP"),
+            (KEY_HTTP_PORT, "9000"),
+            (KEY_MAX_CONCURRENCY, "8"),
+            (KEY_WARM_POOL, "8"),
+            (KEY_MAX_BODY_BYTES, "0"),
+            (KEY_DRAIN_TIMEOUT_MS, "500"),
+        ]);
+        assert_eq!((s.port, s.max_concurrency, s.warm_pool, s.max_body_bytes), (9000, 8, 8, 0));
+        assert_eq!(s.drain_timeout, Duration::from_millis(500));
+    }
+
+    #[test]
+    fn errors_name_the_key_the_value_and_the_fix() {
+        let cases = [
+            (KEY_MODE, "serve", "unknown mode"),
+            (KEY_HTTP_PORT, "0", "out of range 1-65535"),
+            (KEY_HTTP_PORT, "http", "not a whole number"),
+            (KEY_WARM_POOL, "5", "out of range 0-4"),
+            (KEY_MAX_CONCURRENCY, "0", "out of range 1-256"),
+            (KEY_VERSION, "", "empty"),
+        ];
+        for (key, value, reason) in cases {
+            let e = from_annotations(&annotations(&[(KEY_MODE, "http"), (key, value)])).unwrap_err();
+            assert_eq!((e.key.as_str(), e.value.as_str(), e.reason.as_str()), (key, value, reason));
+            assert!(e.to_string().contains("fix: "), "{e}");
+        }
+    }
+}
