@@ -1,40 +1,25 @@
-//! Edge function, "command mode".
+//! The seed's edge function, on the `edge-sdk` guest helper.
 //!
-//! Reads exactly one `EdgeRequest` JSON document from stdin and writes exactly
-//! one `EdgeResponse` JSON document (a single line) to stdout. The request
-//! handling lives in `handle` / `handle_get` / `handle_post` so it can later be
-//! reused by an HTTP front end without changes.
+//! One `EdgeRequest` JSON document in (stdin), one `EdgeResponse` JSON line out (stdout): the
+//! same module answers one piped request in command mode and serves every request, each in a
+//! fresh instance, in HTTP mode (`wasmedge.io/mode: http`).
+//!
+//! Fault injection for canary tests, from the environment (the sandbox policy must allow the
+//! variables, e.g. `wasmedge.io/allowed-env: "REGION,FAILURE_PERCENT,DELAY_MS"`):
+//! `FAILURE_PERCENT` (0-100) answers that share of requests with 500, `DELAY_MS` waits before
+//! answering.
 
-use serde::{Deserialize, Serialize};
+use edge_sdk::{EdgeRequest, EdgeResponse};
+use serde::Serialize;
 use serde_json::{json, Value};
-use std::collections::HashMap;
-use std::io::{self, Read, Write};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Request used when stdin is empty (or whitespace only).
 const DEFAULT_REQUEST: &str = r#"{"path":"/api/v1/process","method":"POST","headers":{"content-type":"application/json","x-region":"ap-east-1"},"body":"{\"action\":\"transform\",\"data\":\"hello\"}","query":{}}"#;
 
-#[derive(Debug, Deserialize)]
-pub struct EdgeRequest {
-    pub path: String,
-    pub method: String,
-    #[serde(default)]
-    pub headers: HashMap<String, String>,
-    #[serde(default)]
-    pub body: Option<String>,
-    #[serde(default)]
-    pub query: HashMap<String, String>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct EdgeResponse {
-    pub status_code: u16,
-    pub headers: HashMap<String, String>,
-    pub body: String,
-}
-
-/// Per-request context. Public type (fields private) because `handle` is public.
+/// Per-request context.
 #[derive(Debug)]
 pub struct EdgeContext {
     region: String,
@@ -42,24 +27,19 @@ pub struct EdgeContext {
     cold_start: bool,
 }
 
-/// Set once the process has handled its first request.
-static WARM: AtomicBool = AtomicBool::new(false);
-
 impl EdgeContext {
-    /// Build the per-request context. `region` comes from the `x-region`
-    /// header, then the `REGION` environment variable, else empty.
+    /// `region` comes from the `x-region` header, then the `REGION` environment variable.
+    /// `cold_start`: the first request of this function's container (told by the shim).
     fn for_request(req: &EdgeRequest) -> Self {
         let region = req
-            .headers
-            .get("x-region")
-            .cloned()
+            .header("x-region")
+            .map(str::to_string)
             .or_else(|| std::env::var("REGION").ok())
             .unwrap_or_default();
-        let cold_start = !WARM.swap(true, Ordering::SeqCst);
         EdgeContext {
             region,
             request_id: new_request_id(),
-            cold_start,
+            cold_start: req.cold_start(),
         }
     }
 }
@@ -90,24 +70,6 @@ struct PostBody<'a> {
     region: &'a str,
 }
 
-fn to_json<T: Serialize>(value: &T) -> String {
-    serde_json::to_string(value).unwrap_or_else(|_| "{}".to_string())
-}
-
-fn json_headers() -> HashMap<String, String> {
-    let mut h = HashMap::new();
-    h.insert("content-type".to_string(), "application/json".to_string());
-    h
-}
-
-fn error_response(status_code: u16, message: &str) -> EdgeResponse {
-    EdgeResponse {
-        status_code,
-        headers: json_headers(),
-        body: json!({ "error": message }).to_string(),
-    }
-}
-
 /// djb2 over the bytes of `data`, as lowercase hex.
 fn djb2_hex(data: &str) -> String {
     let hash = data
@@ -125,20 +87,15 @@ fn apply_action(action: &str, data: &str) -> String {
 }
 
 fn handle_get(req: &EdgeRequest, ctx: &EdgeContext) -> EdgeResponse {
-    let mut headers = json_headers();
-    headers.insert("x-request-id".to_string(), ctx.request_id.clone());
-    headers.insert("x-region".to_string(), ctx.region.clone());
-    headers.insert("x-cold-start".to_string(), ctx.cold_start.to_string());
     let body = GetBody {
         path: &req.path,
         region: &ctx.region,
         cold_start: ctx.cold_start,
     };
-    EdgeResponse {
-        status_code: 200,
-        headers,
-        body: to_json(&body),
-    }
+    EdgeResponse::json(200, &body)
+        .with_header("x-request-id", ctx.request_id.clone())
+        .with_header("x-region", ctx.region.clone())
+        .with_header("x-cold-start", ctx.cold_start.to_string())
 }
 
 fn handle_post(req: &EdgeRequest, ctx: &EdgeContext) -> EdgeResponse {
@@ -151,62 +108,46 @@ fn handle_post(req: &EdgeRequest, ctx: &EdgeContext) -> EdgeResponse {
     let data = payload.get("data").and_then(Value::as_str).unwrap_or("");
     let result = apply_action(action, data);
 
-    let mut headers = json_headers();
-    headers.insert("x-request-id".to_string(), ctx.request_id.clone());
     let body = PostBody {
         action,
         result: &result,
         region: &ctx.region,
     };
-    EdgeResponse {
-        status_code: 200,
-        headers,
-        body: to_json(&body),
-    }
+    EdgeResponse::json(200, &body).with_header("x-request-id", ctx.request_id.clone())
 }
 
 pub fn handle(req: &EdgeRequest, ctx: &EdgeContext) -> EdgeResponse {
     match req.method.as_str() {
         "GET" => handle_get(req, ctx),
         "POST" => handle_post(req, ctx),
-        _ => error_response(405, "method not allowed"),
+        _ => EdgeResponse::error(405, "method not allowed"),
     }
 }
 
-/// Turn raw stdin text into a response (parsing included).
-fn process(input: &str) -> EdgeResponse {
-    let text = if input.trim().is_empty() {
-        DEFAULT_REQUEST
-    } else {
-        input
-    };
-    match serde_json::from_str::<EdgeRequest>(text) {
-        Ok(req) => {
-            let ctx = EdgeContext::for_request(&req);
-            handle(&req, &ctx)
-        }
-        Err(e) => error_response(400, &format!("invalid request: {e}")),
+/// Fault injection from the environment (see the module doc), before the real handler.
+fn injected_fault() -> Option<EdgeResponse> {
+    if let Some(ms) = env_number("DELAY_MS") {
+        std::thread::sleep(Duration::from_millis(ms));
     }
+    let percent = env_number("FAILURE_PERCENT")?;
+    let roll = RandomState::new().build_hasher().finish() % 100;
+    (roll < percent).then(|| EdgeResponse::error(500, "injected failure (FAILURE_PERCENT)"))
+}
+
+fn env_number(name: &str) -> Option<u64> {
+    std::env::var(name).ok()?.trim().parse().ok()
 }
 
 fn main() {
-    let mut input = String::new();
-    let response = match io::stdin().read_to_string(&mut input) {
-        Ok(_) => process(&input),
-        Err(e) => error_response(400, &format!("invalid request: {e}")),
-    };
-    let line = serde_json::to_string(&response).unwrap_or_else(|_| {
-        r#"{"status_code":500,"headers":{},"body":"{\"error\":\"serialization failed\"}"}"#
-            .to_string()
+    edge_sdk::serve_with_default(Some(DEFAULT_REQUEST), |req| {
+        injected_fault().unwrap_or_else(|| handle(&req, &EdgeContext::for_request(&req)))
     });
-    let mut out = io::stdout().lock();
-    let _ = writeln!(out, "{line}");
-    let _ = out.flush();
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashMap;
 
     fn req(method: &str, body: Option<&str>) -> EdgeRequest {
         EdgeRequest {
@@ -289,14 +230,6 @@ mod tests {
     }
 
     #[test]
-    fn invalid_request_is_400() {
-        let resp = process(r#"{"method":"GET"}"#);
-        assert_eq!(resp.status_code, 400);
-        let b = body_json(&resp);
-        assert!(b["error"].as_str().unwrap().starts_with("invalid request: "));
-    }
-
-    #[test]
     fn request_id_format() {
         let id = new_request_id();
         assert_eq!(id.len(), 16);
@@ -305,10 +238,10 @@ mod tests {
     }
 
     #[test]
-    fn cold_start_only_once() {
-        // Any request through `for_request` after the first is warm.
-        let r = req("GET", None);
-        let _ = EdgeContext::for_request(&r);
+    fn cold_start_comes_from_the_host() {
+        let mut r = req("GET", None);
+        assert!(EdgeContext::for_request(&r).cold_start, "command mode: every run is cold");
+        r.headers.insert(edge_sdk::COLD_START_HEADER.into(), "false".into());
         assert!(!EdgeContext::for_request(&r).cold_start);
     }
 }

@@ -22,6 +22,61 @@ fn http(method: &str, url: &str) -> Result<String, i32> {
     Ok(String::from_utf8_lossy(&out).into_owned())
 }
 
+/// Marks left in the instance by a request; a fresh instance shows none of them.
+static mut CALLS: u32 = 0;
+static mut SCRATCH: [u8; 4096] = [0; 4096];
+
+/// HTTP mode (`hostile serve` with `wasmedge.io/mode: http`): one attack or probe per path.
+fn serve(req: edge_sdk::EdgeRequest) -> edge_sdk::EdgeResponse {
+    use edge_sdk::EdgeResponse;
+    let q = |k: &str| req.query.get(k).cloned().unwrap_or_default();
+    match req.path.as_str() {
+        "/trap" => core::arch::wasm32::unreachable(),
+        "/spin" => loop {
+            std::hint::black_box(());
+        },
+        "/membomb" => {
+            let mut hoard: Vec<Vec<u8>> = Vec::new();
+            loop {
+                let mut block = vec![0u8; 1 << 20];
+                block[0] = 1;
+                hoard.push(block);
+            }
+        }
+        "/exit" => std::process::exit(q("code").parse().unwrap_or(1)),
+        "/garbage" => {
+            println!("this is not JSON");
+            std::process::exit(0)
+        }
+        // What an earlier request left behind, then leave marks and stay a while (so that
+        // concurrent requests overlap); the id proves each response belongs to its request.
+        "/state" => {
+            // SAFETY: single-threaded guest.
+            let (calls, dirty) = unsafe {
+                CALLS += 1;
+                let scratch = &mut *std::ptr::addr_of_mut!(SCRATCH);
+                let dirty = scratch.iter().filter(|b| **b != 0).count();
+                scratch.fill(0xAB);
+                (CALLS, dirty)
+            };
+            let ms: u64 = q("ms").parse().unwrap_or(0);
+            if ms > 0 {
+                std::thread::sleep(std::time::Duration::from_millis(ms));
+            }
+            EdgeResponse::json(200, &serde_json::json!({ "id": q("id"), "calls": calls, "dirty": dirty }))
+        }
+        "/read" => match std::fs::read_to_string(q("path")) {
+            Ok(text) => EdgeResponse::json(200, &serde_json::json!({ "text": text })),
+            Err(e) => EdgeResponse::error(403, &format!("read {}: {e}", q("path"))),
+        },
+        "/fetch" => match http("GET", &q("url")) {
+            Ok(body) => EdgeResponse::json(200, &serde_json::json!({ "fetched": body })),
+            Err(code) => EdgeResponse::error(502, &format!("fetch failed: {code}")),
+        },
+        _ => EdgeResponse::json(200, &serde_json::json!({ "path": req.path, "method": req.method, "body": req.body })),
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let mode = args.get(1).map(String::as_str).unwrap_or("");
@@ -98,8 +153,12 @@ fn main() {
             println!("flood: {ok} ok, {refused} refused");
             0
         }
+        "serve" => {
+            edge_sdk::serve(serve);
+            0
+        }
         _ => {
-            eprintln!("usage: hostile membomb|spin|read PATH|write PATH TEXT|env|fetch URL|flood URL N");
+            eprintln!("usage: hostile membomb|spin|read PATH|write PATH TEXT|env|fetch URL|flood URL N|serve");
             64
         }
     };
