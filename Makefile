@@ -33,11 +33,13 @@ target/images/pause: scripts/pause/pause.c
 
 unit-test: setup
 	$(CARGO) test --release --lib --bins
+	$(CARGO) test --quiet --manifest-path examples/edge-sdk/Cargo.toml
 	$(CARGO) test --quiet --manifest-path examples/edge-function/Cargo.toml
 
 # Every test: unit tests, then the integration suites against a private containerd.
 test: build wasm images
 	$(CARGO) test --release --lib --bins
+	$(CARGO) test --manifest-path examples/edge-sdk/Cargo.toml
 	$(CARGO) test --manifest-path examples/edge-function/Cargo.toml
 	$(CARGO) test --release --test '*' -- --test-threads=2
 
@@ -55,4 +57,4 @@ uninstall:
 
 clean:
 	$(CARGO) clean
-	@for ex in $(EXAMPLES); do rm -rf examples/$$ex/target; done
+	@for ex in $(EXAMPLES) edge-sdk; do rm -rf examples/$$ex/target; done

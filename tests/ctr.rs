@@ -57,28 +57,16 @@ fn args_env_and_image_files_reach_the_module() {
     c.assert_clean();
 }
 
-fn wait_status(c: &Containerd, id: &str, status: &str, timeout: Duration) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        let out = c.ctr_ok(&["task", "ls"]);
-        if out.lines().any(|l| l.split_whitespace().next() == Some(id) && l.contains(status)) {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    false
-}
-
 fn kill_running_loop(c: &Containerd, image: &str, signal: &str) -> (Duration, String) {
     let id = unique("loop");
     let cgroup = c.cgroup_of(&id);
     c.ctr_ok(&["run", "-d", "--runtime", WASMEDGE_RUNTIME, "--cgroup", &cgroup, image, &id, "/app/hello.wasm", "loop"]);
-    assert!(wait_status(c, &id, "RUNNING", Duration::from_secs(20)), "loop never ran");
+    assert!(c.wait_task_status(&id, "RUNNING", Duration::from_secs(20)), "loop never ran");
     // Let the module get into its busy loop.
     std::thread::sleep(Duration::from_millis(300));
     let started = Instant::now();
     c.ctr_ok(&["task", "kill", "-s", signal, &id]);
-    assert!(wait_status(c, &id, "STOPPED", Duration::from_secs(10)), "{signal} did not stop the module");
+    assert!(c.wait_task_status(&id, "STOPPED", Duration::from_secs(10)), "{signal} did not stop the module");
     let took = started.elapsed();
     let info = c.ctr_ok(&["task", "delete", &id]);
     c.ctr_ok(&["container", "rm", &id]);
@@ -103,10 +91,10 @@ fn sigterm_exit_status_is_143() {
     let id = unique("term");
     let cgroup = c.cgroup_of(&id);
     c.ctr_ok(&["run", "-d", "--runtime", WASMEDGE_RUNTIME, "--cgroup", &cgroup, &image, &id, "/app/hello.wasm", "sleep", "60"]);
-    assert!(wait_status(&c, &id, "RUNNING", Duration::from_secs(20)));
+    assert!(c.wait_task_status(&id, "RUNNING", Duration::from_secs(20)));
     std::thread::sleep(Duration::from_millis(200));
     c.ctr_ok(&["task", "kill", &id]);
-    assert!(wait_status(&c, &id, "STOPPED", Duration::from_secs(5)));
+    assert!(c.wait_task_status(&id, "STOPPED", Duration::from_secs(5)));
     let out = c.ctr(&["task", "delete", &id]);
     // ctr prints the exit status of the deleted task.
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
@@ -210,9 +198,9 @@ fn linux_containers_still_run_natively_under_the_shim() {
     let id = unique("pause");
     let cgroup = c.cgroup_of(&id);
     c.ctr_ok(&["run", "-d", "--runtime", WASMEDGE_RUNTIME, "--cgroup", &cgroup, common::PAUSE_IMAGE, &id]);
-    assert!(wait_status(&c, &id, "RUNNING", Duration::from_secs(20)));
+    assert!(c.wait_task_status(&id, "RUNNING", Duration::from_secs(20)));
     c.ctr_ok(&["task", "kill", &id]);
-    assert!(wait_status(&c, &id, "STOPPED", Duration::from_secs(5)));
+    assert!(c.wait_task_status(&id, "STOPPED", Duration::from_secs(5)));
     c.ctr_ok(&["task", "delete", &id]);
     c.ctr_ok(&["container", "rm", &id]);
     c.assert_clean();

@@ -15,6 +15,9 @@ use std::time::{Duration, Instant};
 
 use crate::shim::cleanup::{cgroup_mount_points, collect_dirs};
 
+mod http;
+pub use http::{free_port, request, HttpContainer, Reply};
+
 pub const WASMEDGE_RUNTIME: &str = "io.containerd.wasmedge.v1";
 pub const PAUSE_IMAGE: &str = "localhost/pause:3.10";
 pub const BUSYBOX_IMAGE: &str = "localhost/busybox:host";
