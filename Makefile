@@ -5,7 +5,7 @@ WASM_TARGET := wasm32-wasip1
 EXAMPLES := hello edge-function hostile
 PREFIX ?= /usr/local
 
-.PHONY: all setup build wasm images test unit-test demo bench install uninstall clean
+.PHONY: all setup build wasm images test unit-test demo bench native-bench-server install uninstall clean
 
 all: build wasm images
 
@@ -46,8 +46,12 @@ test: build wasm images
 demo: build wasm images
 	@bash scripts/demo.sh
 
-bench: build wasm images
+bench: build wasm images native-bench-server
 	@bash scripts/bench.sh
+
+# The throughput baseline of `make bench`: the edge function's handler in a native hyper server.
+native-bench-server:
+	$(CARGO) build --quiet --release --manifest-path examples/native-edge-server/Cargo.toml
 
 install: build
 	@bash scripts/install.sh install
@@ -57,4 +61,4 @@ uninstall:
 
 clean:
 	$(CARGO) clean
-	@for ex in $(EXAMPLES) edge-sdk; do rm -rf examples/$$ex/target; done
+	@for ex in $(EXAMPLES) edge-sdk native-edge-server; do rm -rf examples/$$ex/target; done

@@ -222,7 +222,7 @@ pub fn run_command(module: &Module, spec: RunSpec) -> Result<RunReport> {
     Ok(RunReport { outcome, violations })
 }
 
-fn classify_failure(e: &WasmEdgeError, memory_pages: Option<u32>, limit_pages: u32) -> Outcome {
+pub(crate) fn classify_failure(e: &WasmEdgeError, memory_pages: Option<u32>, limit_pages: u32) -> Outcome {
     let text = match e {
         WasmEdgeError::Core(CoreError::Execution(exec)) => trap_text(exec),
         other => other.to_string(),
