@@ -20,7 +20,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the example edge function under the shim and print its responses.
+    /// Serve the example edge function in HTTP mode under the shim and curl it.
     Demo,
     /// Container start latency and memory against runc, measured in one run.
     Bench {
@@ -53,27 +53,48 @@ fn demo() -> Result<()> {
     let node = Containerd::start();
     println!("private containerd at {} (namespace {})", node.socket.display(), node.namespace);
     node.import(None, &images().rootfs(EDGE_IMAGE, &wasm("edge-function"), &[]), false);
-    let requests = [
-        ("POST transform", r#"{"path":"/api/v1/process","method":"POST","headers":{"content-type":"application/json","x-region":"ap-east-1"},"body":"{\"action\":\"transform\",\"data\":\"hello\"}","query":{}}"#),
-        ("POST hash", r#"{"path":"/api/v1/process","method":"POST","headers":{"x-region":"ap-east-1"},"body":"{\"action\":\"hash\",\"data\":\"hello\"}","query":{}}"#),
-        ("GET", r#"{"path":"/api/v1/status","method":"GET","headers":{"x-region":"eu-west-1"},"query":{"verbose":"1"}}"#),
-        ("DELETE", r#"{"path":"/api/v1/process","method":"DELETE","headers":{},"query":{}}"#),
+
+    let function = node.start_http(EDGE_IMAGE, &unique("edge"), &["wasmedge.io/version=v1", "wasmedge.io/policy=edge-strict"], &[EDGE_MODULE]);
+    println!("\nstarted {} in HTTP mode (wasmedge.io/mode=http) on 127.0.0.1:{}", function.id, function.port);
+    let started = std::time::Instant::now();
+    let seen = function.wait_ready(Duration::from_secs(120)).map_err(|seen| anyhow::anyhow!("never ready ({seen:?}): {}", node.log_text()))?;
+    println!("/ready answered {seen:?} (503 while the module AOT-compiles) and was 200 after {} ms", started.elapsed().as_millis());
+
+    let base = function.url("");
+    let transform = r#"{"action":"transform","data":"hello"}"#;
+    let hash = r#"{"action":"hash","data":"hello"}"#;
+    let calls: [&[&str]; 6] = [
+        &["-H", "x-region: eu-west-1", "/api/v1/status?verbose=1"],
+        &["-H", "x-region: ap-east-1", "-X", "POST", "-d", transform, "/api/v1/process"],
+        &["-X", "POST", "-d", hash, "/api/v1/process"],
+        &["-X", "PUT", "-d", "{}", "/api/v1/process"],
+        &["/health"],
+        &["/ready"],
     ];
-    for (name, request) in requests {
-        let run = node.run_with_stdin(WASMEDGE_RUNTIME, EDGE_IMAGE, &unique("edge"), &[EDGE_MODULE], request.as_bytes());
-        if run.code != 0 {
-            bail!("{name}: exit {}: {}", run.code, run.stderr);
-        }
-        println!("\n== {name} ({} ms, ctr run --rm through containerd-shim-wasmedge-v1)", run.elapsed.as_millis());
-        println!("request:  {request}");
-        print!("response: {}", run.stdout);
+    for call in calls {
+        let (path, flags) = call.split_last().unwrap();
+        let url = format!("{base}{path}");
+        let mut args: Vec<&str> = vec!["-sS", "-w", "  [HTTP %{http_code}, %{time_total}s]\n"];
+        args.extend_from_slice(flags);
+        args.push(&url);
+        println!("\n$ curl {}", args[3..].iter().map(|a| if a.contains(' ') || a.contains('{') { format!("'{a}'") } else { a.to_string() }).collect::<Vec<_>>().join(" "));
+        let out = std::process::Command::new("curl").args(&args).output()?;
+        print!("{}", String::from_utf8_lossy(&out.stdout));
     }
-    let log = node.log_text();
-    println!(
-        "\nAOT: compiled {} time(s), cache hits {} (the first start compiles, later ones reuse it)",
-        log.matches("aot: compiled").count(),
-        log.matches("aot: cache hit").count()
-    );
+    println!("\n$ curl {base}/metrics  (excerpt)");
+    for line in function.get("/metrics").body.lines().filter(|l| l.starts_with("wasmedge_http_requests_total") || l.contains("_count{") || l.contains("kind=\"pss\"")) {
+        println!("{line}");
+    }
+    let exit = node.stop_task(&function.id, "SIGTERM", Duration::from_secs(30));
+    println!("\nSIGTERM: in-flight requests drained, exit status 0{}", if exit.trim().is_empty() { String::new() } else { format!(" ({})", exit.trim()) });
+
+    // The same module, command mode: one request on stdin, the response on stdout.
+    let request = r#"{"path":"/api/v1/process","method":"POST","headers":{"x-region":"ap-east-1"},"body":"{\"action\":\"transform\",\"data\":\"hello\"}","query":{}}"#;
+    let run = node.run_with_stdin(WASMEDGE_RUNTIME, EDGE_IMAGE, &unique("edge"), &[EDGE_MODULE], request.as_bytes());
+    if run.code != 0 {
+        bail!("command mode: exit {}: {}", run.code, run.stderr);
+    }
+    println!("\nsame module in command mode (ctr run --rm, {} ms, AOT cache hit):\n{}", run.elapsed.as_millis(), run.stdout.trim());
     Ok(())
 }
 
