@@ -5,7 +5,7 @@ WASM_TARGET := wasm32-wasip1
 EXAMPLES := hello edge-function hostile
 PREFIX ?= /usr/local
 
-.PHONY: all setup build wasm images test unit-test demo bench native-bench-server install uninstall clean
+.PHONY: all setup build wasm images test unit-test demo bench native-bench-server fuzz install uninstall clean
 
 all: build wasm images
 
@@ -52,6 +52,14 @@ bench: build wasm images native-bench-server
 # The throughput baseline of `make bench`: the edge function's handler in a native hyper server.
 native-bench-server:
 	$(CARGO) build --quiet --release --manifest-path examples/native-edge-server/Cargo.toml
+
+# Bounded fuzzing of the annotation/policy parser and the HTTP-mode ABI (FUZZ_SECONDS each).
+FUZZ_SECONDS ?= 60
+fuzz: setup
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	@rustup toolchain list | grep -q nightly || rustup toolchain install nightly --profile minimal
+	cd fuzz && cargo +nightly fuzz run annotations -- -max_total_time=$(FUZZ_SECONDS) -dict=annotations.dict
+	cd fuzz && cargo +nightly fuzz run edge -- -max_total_time=$(FUZZ_SECONDS)
 
 install: build
 	@bash scripts/install.sh install
