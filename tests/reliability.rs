@@ -89,3 +89,70 @@ fn churn_leaks_nothing() {
     assert_eq!(c.aot_entries().len(), 1);
     c.assert_clean();
 }
+
+#[test]
+fn wasm_tasks_survive_a_containerd_restart() {
+    let mut c = setup();
+    c.import(None, &images().rootfs("localhost/edge-function:reliability", &wasm("edge-function"), &[]), false);
+    let mut sleepers = vec![];
+    for _ in 0..6 {
+        let id = unique("sleeper");
+        let cgroup = c.cgroup_of(&id);
+        c.ctr_ok(&["run", "-d", "--runtime", WASMEDGE_RUNTIME, "--cgroup", &cgroup, IMAGE, &id, HELLO, "sleep", "600"]);
+        sleepers.push(id);
+    }
+    let servers: Vec<_> = (0..4)
+        .map(|_| c.start_http("localhost/edge-function:reliability", &unique("server"), &[], &["/app/edge-function.wasm"]))
+        .collect();
+    for s in &servers {
+        s.wait_ready(Duration::from_secs(60)).unwrap_or_else(|seen| panic!("{} never ready: {seen:?}", s.id));
+    }
+    for id in &sleepers {
+        wait_for("sleepers to run", Duration::from_secs(20), || task_status(&c, id).as_deref() == Some("RUNNING"));
+    }
+
+    // One server is asked continuously while containerd goes away and comes back.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let port = servers[0].port;
+    let load = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let (mut ok, mut failed) = (0, 0);
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                match common::request("GET", &format!("http://127.0.0.1:{port}/during-restart"), None).status {
+                    200 => ok += 1,
+                    _ => failed += 1,
+                }
+            }
+            (ok, failed)
+        })
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    c.restart();
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (ok, failed) = load.join().unwrap();
+    assert!(ok > 0 && failed == 0, "the server must keep answering through the restart: {ok} ok, {failed} failed");
+
+    let log = c.log_text();
+    assert!(!log.contains("cleaning leaked shim process"), "containerd dropped a wasm task:\n{log}");
+    let all: Vec<String> = sleepers.iter().cloned().chain(servers.iter().map(|s| s.id.clone())).collect();
+    for id in &all {
+        assert_eq!(task_status(&c, id).as_deref(), Some("RUNNING"), "{id} after the restart");
+        let ps = c.ctr_ok(&["task", "ps", id]);
+        assert!(ps.lines().skip(1).any(|l| l.split_whitespace().next().and_then(|p| p.parse::<u32>().ok()).is_some()), "ps {id}: {ps}");
+    }
+    for s in &servers {
+        assert_eq!(s.get("/api/v1/process").status, 200);
+    }
+    // Stopping and deleting works as before (and no delete hangs on a log FIFO).
+    for id in &sleepers {
+        let status = c.stop_task(id, "SIGTERM", Duration::from_secs(10));
+        assert!(status.contains("143"), "{id}: {status}");
+    }
+    for s in &servers {
+        let status = c.stop_task(&s.id, "SIGTERM", Duration::from_secs(30));
+        assert!(!status.contains("non-zero exit code"), "{}: {status}", s.id);
+    }
+    c.assert_clean();
+}

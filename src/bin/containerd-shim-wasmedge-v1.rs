@@ -2,7 +2,7 @@
 
 use containerd_shim_wasm::shim::{Cli, Config};
 use containerd_shim_wasmedge::node_config::NodeConfig;
-use containerd_shim_wasmedge::shim::{cleanup, init_node, WasmEdgeShim};
+use containerd_shim_wasmedge::shim::{cleanup, init_node, task_proxy, WasmEdgeShim};
 
 fn main() {
     // Debug aid: youki reports container setup failures only through `tracing`; with
@@ -24,6 +24,12 @@ fn main() {
         Ok(config) => {
             if !is_delete && !is_start {
                 init_node(&config);
+                // The daemon: answer containerd's `Pids` so tasks survive a containerd restart.
+                if is_daemon() {
+                    if let Err(e) = task_proxy::install() {
+                        eprintln!("containerd-shim-wasmedge: task proxy not installed ({e:#}); tasks will not survive a containerd restart");
+                    }
+                }
             }
         }
         Err(e) => {
@@ -43,6 +49,14 @@ fn main() {
         no_setup_logger: is_delete,
         default_log_level: "info".to_string(),
     });
+}
+
+/// The daemon is started with the listening socket as fd 3 and no action argument.
+fn is_daemon() -> bool {
+    use nix::sys::socket::{getsockopt, sockopt::AcceptConn};
+    // SAFETY: only borrowed for the query.
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(3) };
+    getsockopt(&fd, AcceptConn).unwrap_or(false)
 }
 
 /// The value following `flag` on the command line (containerd passes `-id ID`).

@@ -182,31 +182,39 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             ),
         )
         .unwrap();
-        let path = format!("{}:{}", dir.join("bin").display(), std::env::var("PATH").unwrap_or_default());
-        let logf = fs::File::create(&log).unwrap();
-        let mut cmd = Command::new("containerd");
-        cmd.arg("--config")
-            .arg(dir.join("config.toml"))
-            .env("PATH", path)
-            .env("CONTAINERD_SHIM_WASMEDGE_CONFIG", dir.join("shim-config.toml"))
-            .stdin(Stdio::null())
-            .stdout(logf.try_clone().unwrap())
-            .stderr(logf)
-            .current_dir(&dir);
-        // Own session: signals sent to the test's process group never reach it.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::setsid();
-                Ok(())
-            });
-        }
-        let child = cmd.spawn().expect("start containerd (run `make setup`)");
-        let pid = child.id() as i32;
-        // The child is reaped in Drop via waitpid; forget the handle.
-        std::mem::forget(child);
+        let pid = spawn_containerd(&dir, &log);
         let c = Self { dir, socket, namespace: name, aot_dir, log, cgroup_base, pid };
         c.wait_ready();
         c
+    }
+
+    /// Stops containerd (SIGTERM, as a service manager does) and starts it again with the same
+    /// config and state, leaving shims and containers running in between.
+    pub fn restart(&mut self) {
+        self.stop_daemon();
+        self.pid = spawn_containerd(&self.dir, &self.log);
+        self.wait_ready();
+    }
+
+    fn stop_daemon(&self) {
+        unsafe {
+            libc::kill(self.pid, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let mut status = 0;
+            let r = unsafe { libc::waitpid(self.pid, &mut status, libc::WNOHANG) };
+            if r != 0 || Instant::now() > deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        unsafe {
+            if libc::kill(self.pid, 0) == 0 {
+                libc::kill(self.pid, libc::SIGKILL);
+                libc::waitpid(self.pid, std::ptr::null_mut(), 0);
+            }
+        }
     }
 
     fn wait_ready(&self) {
@@ -470,24 +478,7 @@ impl Drop for Containerd {
     fn drop(&mut self) {
         self.cleanup_containers(&self.namespace.clone());
         self.cleanup_containers("k8s.io");
-        unsafe {
-            libc::kill(self.pid, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let mut status = 0;
-            let r = unsafe { libc::waitpid(self.pid, &mut status, libc::WNOHANG) };
-            if r != 0 || Instant::now() > deadline {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        unsafe {
-            if libc::kill(self.pid, 0) == 0 {
-                libc::kill(self.pid, libc::SIGKILL);
-                libc::waitpid(self.pid, std::ptr::null_mut(), 0);
-            }
-        }
+        self.stop_daemon();
         for pid in self.shim_pids() {
             unsafe {
                 libc::kill(pid, libc::SIGKILL);
@@ -522,6 +513,33 @@ impl Drop for Containerd {
             let _ = fs::remove_dir_all(&self.dir);
         }
     }
+}
+
+/// Starts containerd on the config in `dir`, in its own session, logging (appending) to `log`.
+fn spawn_containerd(dir: &Path, log: &Path) -> i32 {
+    let path = format!("{}:{}", dir.join("bin").display(), std::env::var("PATH").unwrap_or_default());
+    let logf = fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+    let mut cmd = Command::new("containerd");
+    cmd.arg("--config")
+        .arg(dir.join("config.toml"))
+        .env("PATH", path)
+        .env("CONTAINERD_SHIM_WASMEDGE_CONFIG", dir.join("shim-config.toml"))
+        .stdin(Stdio::null())
+        .stdout(logf.try_clone().unwrap())
+        .stderr(logf)
+        .current_dir(dir);
+    // Own session: signals sent to the test's process group never reach it.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().expect("start containerd (run `make setup`)");
+    let pid = child.id() as i32;
+    // The child is reaped via waitpid (stop_daemon); forget the handle.
+    std::mem::forget(child);
+    pid
 }
 
 /// Test images, built once per test binary with the project's `wasm-oci` tool.

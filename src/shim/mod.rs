@@ -23,6 +23,7 @@ use crate::node_config::NodeConfig;
 use crate::policy::{self, PolicySettings, WasiSandboxPolicy};
 
 pub mod cleanup;
+pub mod task_proxy;
 mod spec;
 
 /// Node state shared by every container this shim process forks.

@@ -1,0 +1,167 @@
+//! Keeps wasm tasks across a containerd restart.
+//!
+//! When containerd 1.7 starts, it reconnects to every shim it finds and asks it for the task's
+//! `Pids`; a shim that answers with no process (or an error) is "cleaning leaked shim process":
+//! containerd forgets the task while the module keeps running. The task service of
+//! containerd-shim-wasm 1.0.1 does not implement `Pids` and is private to that crate.
+//!
+//! So the shim daemon puts this proxy in front of it: the daemon's listening socket (fd 3, the
+//! address containerd knows) stays with the proxy, and the library gets a private listener on
+//! an abstract socket instead. Every ttrpc frame is relayed unchanged, except `Task.Pids`
+//! requests, which the proxy answers itself with the task's init process, asked from the
+//! library's `State`. If `State` fails, the request goes to the library as it is.
+
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, Result};
+use containerd_shim_protos::protobuf::{Message, MessageField};
+use containerd_shim_protos::shim::shim::{PidsRequest, PidsResponse, StateRequest};
+use containerd_shim_protos::shim::shim_ttrpc::TaskClient;
+use containerd_shim_protos::ttrpc::{self, Code, Response, Status};
+use containerd_shim_protos::types::task::ProcessInfo;
+
+/// The listener the containerd-shim library serves on in daemon mode.
+const SOCKET_FD: RawFd = 3;
+const TASK_SERVICE: &str = "containerd.task.v2.Task";
+/// ttrpc frames: 10-byte header, payload at most 4 MiB.
+const HEADER_LEN: usize = 10;
+const MAX_PAYLOAD: usize = 4 << 20;
+const TYPE_REQUEST: u8 = 1;
+const TYPE_RESPONSE: u8 = 2;
+
+/// In the shim daemon, before the library starts serving: moves fd 3 to the proxy.
+pub fn install() -> Result<()> {
+    // SAFETY: fd 3 is the listener containerd-shim's `start` passed to the daemon; we take a
+    // close-on-exec duplicate of it (containers must not inherit it) and replace fd 3 below.
+    let public_fd = nix::fcntl::fcntl(SOCKET_FD, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(10)).context("dup the shim socket")?;
+    let public = unsafe { UnixListener::from_raw_fd(public_fd) };
+    let name = format!("containerd-shim-wasmedge-task-{}", std::process::id());
+    let private_addr = SocketAddr::from_abstract_name(name.as_bytes())?;
+    let private = UnixListener::bind_addr(&private_addr).context("bind the private task socket")?;
+    nix::unistd::dup2(private.as_raw_fd(), SOCKET_FD).context("hand the private socket to the library")?;
+    drop(private);
+    std::thread::Builder::new()
+        .name("task-proxy".into())
+        .spawn(move || {
+            for client in public.incoming() {
+                match client {
+                    Ok(client) => {
+                        let addr = private_addr.clone();
+                        let _ = std::thread::Builder::new().name("task-proxy-conn".into()).spawn(move || {
+                            if let Err(e) = relay(client, &addr) {
+                                log::debug!("task proxy connection ended: {e}");
+                            }
+                        });
+                    }
+                    Err(e) => log::warn!("task proxy accept: {e}"),
+                }
+            }
+        })
+        .context("start the task proxy")?;
+    Ok(())
+}
+
+struct Frame {
+    stream_id: u32,
+    kind: u8,
+    flags: u8,
+    payload: Vec<u8>,
+}
+
+fn read_frame(from: &mut impl Read) -> io::Result<Frame> {
+    let mut header = [0u8; HEADER_LEN];
+    from.read_exact(&mut header)?;
+    let len = u32::from_be_bytes(header[0..4].try_into().unwrap()) as usize;
+    if len > MAX_PAYLOAD {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("ttrpc frame of {len} bytes")));
+    }
+    let mut payload = vec![0u8; len];
+    from.read_exact(&mut payload)?;
+    Ok(Frame { stream_id: u32::from_be_bytes(header[4..8].try_into().unwrap()), kind: header[8], flags: header[9], payload })
+}
+
+fn write_frame(to: &Mutex<UnixStream>, frame: &Frame) -> io::Result<()> {
+    let mut bytes = Vec::with_capacity(HEADER_LEN + frame.payload.len());
+    bytes.extend_from_slice(&(frame.payload.len() as u32).to_be_bytes());
+    bytes.extend_from_slice(&frame.stream_id.to_be_bytes());
+    bytes.push(frame.kind);
+    bytes.push(frame.flags);
+    bytes.extend_from_slice(&frame.payload);
+    // One write per frame under the lock: frames from both directions never interleave.
+    to.lock().map_err(|_| io::Error::other("poisoned"))?.write_all(&bytes)
+}
+
+/// Relays one containerd connection to the library, answering `Pids` on the way.
+fn relay(client: UnixStream, private: &SocketAddr) -> Result<()> {
+    let backend = UnixStream::connect_addr(private)?;
+    let to_client = Arc::new(Mutex::new(client.try_clone()?));
+    let to_backend = Arc::new(Mutex::new(backend.try_clone()?));
+    let replies = {
+        let to_client = to_client.clone();
+        let mut backend = backend.try_clone()?;
+        std::thread::spawn(move || {
+            while let Ok(frame) = read_frame(&mut backend) {
+                if write_frame(&to_client, &frame).is_err() {
+                    break;
+                }
+            }
+            let _ = to_client.lock().map(|c| c.shutdown(std::net::Shutdown::Both));
+        })
+    };
+    let mut client = client;
+    let mut state_client: Option<TaskClient> = None;
+    while let Ok(frame) = read_frame(&mut client) {
+        if let Some(pids) = pids_request(&frame) {
+            if let Some(answer) = answer_pids(&frame, &pids, private, &mut state_client) {
+                write_frame(&to_client, &answer)?;
+                continue;
+            }
+        }
+        write_frame(&to_backend, &frame)?;
+    }
+    let _ = backend.shutdown(std::net::Shutdown::Both);
+    let _ = replies.join();
+    Ok(())
+}
+
+/// The `Task.Pids` request in a frame, if that is what it is.
+fn pids_request(frame: &Frame) -> Option<PidsRequest> {
+    if frame.kind != TYPE_REQUEST {
+        return None;
+    }
+    let request = ttrpc::Request::parse_from_bytes(&frame.payload).ok()?;
+    if request.service != TASK_SERVICE || request.method != "Pids" {
+        return None;
+    }
+    PidsRequest::parse_from_bytes(&request.payload).ok()
+}
+
+/// The response frame to a `Pids` request: the task's init process, from the library's `State`.
+fn answer_pids(frame: &Frame, pids: &PidsRequest, private: &SocketAddr, client: &mut Option<TaskClient>) -> Option<Frame> {
+    if client.is_none() {
+        let stream = UnixStream::connect_addr(private).ok()?;
+        let fd: OwnedFd = stream.into();
+        *client = Some(TaskClient::new(ttrpc::Client::new(fd.into_raw_fd()).ok()?));
+    }
+    let request = StateRequest { id: pids.id.clone(), ..Default::default() };
+    let state = match client.as_ref()?.state(ttrpc::context::with_timeout(5_000_000_000), &request) {
+        Ok(state) if state.pid > 0 => state,
+        Ok(_) => return None,
+        Err(e) => {
+            log::warn!("task proxy: State of {} failed ({e}); passing Pids on", pids.id);
+            *client = None;
+            return None;
+        }
+    };
+    let answer = PidsResponse { processes: vec![ProcessInfo { pid: state.pid, ..Default::default() }], ..Default::default() };
+    let response = Response {
+        status: MessageField::some(Status { code: Code::OK.into(), ..Default::default() }),
+        payload: answer.write_to_bytes().ok()?,
+        ..Default::default()
+    };
+    Some(Frame { stream_id: frame.stream_id, kind: TYPE_RESPONSE, flags: 0, payload: response.write_to_bytes().ok()? })
+}
