@@ -5,7 +5,7 @@ WASM_TARGET := wasm32-wasip1
 EXAMPLES := hello edge-function hostile
 PREFIX ?= /usr/local
 
-.PHONY: all setup build wasm images test unit-test demo bench native-bench-server fuzz install uninstall clean
+.PHONY: all setup build wasm images test unit-test demo bench native-bench-server soak fuzz install uninstall clean
 
 all: build wasm images
 
@@ -52,6 +52,10 @@ bench: build wasm images native-bench-server
 # The throughput baseline of `make bench`: the edge function's handler in a native hyper server.
 native-bench-server:
 	$(CARGO) build --quiet --release --manifest-path examples/native-edge-server/Cargo.toml
+
+# The long reliability run: 1000 create/start/stop/delete cycles with leak counts.
+soak: build wasm images
+	CHURN_CYCLES=1000 $(CARGO) test --release --test reliability churn -- --nocapture
 
 # Bounded fuzzing of the annotation/policy parser and the HTTP-mode ABI (FUZZ_SECONDS each).
 FUZZ_SECONDS ?= 60

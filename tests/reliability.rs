@@ -1,4 +1,5 @@
-//! Faults a node goes through: a shim killed with SIGKILL, many containers in a row.
+//! Faults a node goes through: a shim killed with SIGKILL, a containerd restart, many
+//! containers in a row, an AOT cache that is full or read-only.
 
 mod common;
 
@@ -72,13 +73,22 @@ fn churn_leaks_nothing() {
     assert_eq!(c.run_wasm(IMAGE, &unique("warm"), &[]).code, 0);
     let before = leak_counts(&c);
     for i in 0..cycles {
-        let r = match i % 4 {
+        if i % 5 == 4 {
+            // Killed while running: create, start, SIGKILL, delete.
+            let id = unique("killed");
+            let cgroup = c.cgroup_of(&id);
+            c.ctr_ok(&["run", "-d", "--runtime", WASMEDGE_RUNTIME, "--cgroup", &cgroup, IMAGE, &id, HELLO, "sleep", "60"]);
+            let status = c.stop_task(&id, "SIGKILL", Duration::from_secs(10));
+            assert!(status.contains("137"), "cycle {i}: {status}");
+            continue;
+        }
+        let r = match i % 5 {
             0 => c.run_wasm(IMAGE, &unique("ok"), &[]),
             1 => c.run_wasm(IMAGE, &unique("fail"), &[HELLO, "exit", "2"]),
             2 => c.run_wasm(IMAGE, &unique("trap"), &[HELLO, "trap"]),
             _ => c.run(WASMEDGE_RUNTIME, IMAGE, &unique("slow"), &["--annotation", "wasmedge.io/execution-timeout-ms=50"], &[HELLO, "sleep", "5"]),
         };
-        let expected = [0, 2, 134, 124][i % 4];
+        let expected = [0, 2, 134, 124][i % 5];
         assert_eq!(r.code, expected, "cycle {i}: {}", r.stderr);
     }
     c.wait_no_shims(Duration::from_secs(10));
@@ -87,6 +97,8 @@ fn churn_leaks_nothing() {
     assert_eq!((after.0, after.1, after.2), (before.0, before.1, before.2), "leaked processes, mounts or cgroup dirs");
     assert!(after.3 <= before.3 + 2, "containerd descriptors grew from {} to {}", before.3, after.3);
     assert_eq!(c.aot_entries().len(), 1);
+    let cache_bytes: u64 = c.aot_entries().iter().map(|e| std::fs::metadata(e).map(|m| m.len()).unwrap_or(0)).sum();
+    assert!(cache_bytes <= common::Options::default().aot_cache_max_bytes, "cache of {cache_bytes} bytes above its bound");
     c.assert_clean();
 }
 
@@ -155,4 +167,41 @@ fn wasm_tasks_survive_a_containerd_restart() {
         assert!(!status.contains("non-zero exit code"), "{}: {status}", s.id);
     }
     c.assert_clean();
+}
+
+/// A tmpfs mounted by the test for its AOT cache, unmounted on drop.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(options: &str) -> Tmpfs {
+        let dir = std::env::temp_dir().join(unique("aot-tmpfs"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ok = std::process::Command::new("mount").args(["-t", "tmpfs", "-o", options, "tmpfs"]).arg(&dir).status().unwrap().success();
+        assert!(ok, "mount tmpfs -o {options}");
+        Tmpfs(dir)
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+#[test]
+fn a_full_or_read_only_cache_still_runs_modules_and_says_why() {
+    for (options, why) in [("size=16k", "full"), ("ro,size=1m", "read-only")] {
+        let cache = Tmpfs::mount(options);
+        let c = Containerd::start_with(common::Options { aot_cache_dir: Some(cache.0.clone()), ..Default::default() });
+        c.import(None, &images().rootfs(IMAGE, &wasm("hello"), &[]), false);
+        let r = c.run_wasm(IMAGE, &unique(why), &[]);
+        assert_eq!((r.code, r.stdout.trim()), (0, "hello from wasmedge"), "{why} cache: {}", r.stderr);
+        let r = c.run_wasm(IMAGE, &unique(why), &[HELLO, "exit", "4"]);
+        assert_eq!(r.code, 4, "{why} cache: {}", r.stderr);
+        let log = c.log_text();
+        assert!(log.contains("in the interpreter"), "{why} cache: the fallback must be logged:\n{log}");
+        c.assert_clean();
+        drop(c);
+    }
 }

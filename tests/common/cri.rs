@@ -104,6 +104,12 @@ pub async fn run_pod(c: &Containerd, cri: &mut Cri, annotations: HashMap<String,
 /// Creates and starts container `main` (attempt `attempt`, as kubelet numbers restarts) of
 /// `image` in `pod`, waits for it to exit.
 pub async fn run_container(cri: &mut Cri, pod: &Pod, image: &str, args: &[&str], attempt: u32, annotations: HashMap<String, String>) -> api::ContainerStatus {
+    let id = start_container(cri, pod, image, args, attempt, annotations).await;
+    wait_exited(cri, &id).await
+}
+
+/// Creates and starts container `main` of `image` in `pod`; returns its id.
+pub async fn start_container(cri: &mut Cri, pod: &Pod, image: &str, args: &[&str], attempt: u32, annotations: HashMap<String, String>) -> String {
     let request = api::CreateContainerRequest {
         pod_sandbox_id: pod.id.clone(),
         config: Some(api::ContainerConfig {
@@ -122,7 +128,7 @@ pub async fn run_container(cri: &mut Cri, pod: &Pod, image: &str, args: &[&str],
         .start_container(api::StartContainerRequest { container_id: id.clone() })
         .await
         .unwrap_or_else(|e| panic!("StartContainer (attempt {attempt}): {}", e.message()));
-    wait_exited(cri, &id).await
+    id
 }
 
 /// The CRI log of container `main`, attempt `attempt`.
