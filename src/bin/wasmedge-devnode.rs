@@ -10,6 +10,7 @@ use containerd_shim_wasmedge::devnode::{
     WASMEDGE_RUNTIME,
 };
 use containerd_shim_wasmedge::engine::slot::{InstanceSlot, SlotSpec};
+use containerd_shim_wasmedge::engine::RunSpec;
 
 #[derive(Parser)]
 #[command(about = "Demo and benchmarks of containerd-shim-wasmedge on a private containerd")]
@@ -286,13 +287,15 @@ fn bench_instances() -> Result<(Quantiles, Quantiles, Quantiles)> {
     let bytes = std::fs::read(wasm("edge-function"))?;
     let loaded = engine::load_module(&bytes, None, Some(&cache)).map_err(|e| anyhow::anyhow!("{e}"))?;
     let spec = SlotSpec {
-        func: "_start".into(),
-        args: vec!["edge-function.wasm".into()],
-        envs: vec![],
-        preopens: vec![],
-        max_memory_pages: 256,
-        allowed_hosts: vec![],
-        max_network_requests: 0,
+        run: RunSpec {
+            func: "_start".into(),
+            args: vec!["edge-function.wasm".into()],
+            envs: vec![],
+            preopens: vec![],
+            max_memory_pages: 256,
+            allowed_hosts: vec![],
+            max_network_requests: 0,
+        },
         timeout: Duration::from_secs(5),
     };
     let request = br#"{"path":"/api/v1/process","method":"GET","headers":{"x-region":"ap-east-1"},"body":null,"query":{}}"#;

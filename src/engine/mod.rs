@@ -130,9 +130,10 @@ pub fn cache_key(bytecode: &[u8]) -> String {
     format!("{}-{}", hex::encode(Sha256::digest(bytecode)), aot::engine_fingerprint())
 }
 
-/// What a command-mode run gets from the container, already filtered by the sandbox policy.
-pub struct RunSpec<'a> {
-    pub func: &'a str,
+/// What a run gets from the container, already filtered by the sandbox policy.
+#[derive(Debug, Clone)]
+pub struct RunSpec {
+    pub func: String,
     pub args: Vec<String>,
     pub envs: Vec<(String, String)>,
     pub preopens: Vec<wasi::Preopen>,
@@ -212,7 +213,7 @@ pub fn run_command(module: &Module, spec: RunSpec) -> Result<RunReport> {
         stderr: wasi::Stdio::Inherit,
     })?;
     let net = wasi::net::NetCtx::new(spec.allowed_hosts, spec.max_network_requests);
-    let (result, ctx, net) = wasi::run_with_network(module, spec.func, ctx, net, Some(&config));
+    let (result, ctx, net) = wasi::run_with_network(module, &spec.func, ctx, net, Some(&config));
     let outcome = match result {
         Ok(()) => Outcome::Exited(ctx.exit_code().unwrap_or(0) as i32),
         Err(e) => classify_failure(&e, ctx.memory_pages(), spec.max_memory_pages),
@@ -255,7 +256,7 @@ mod tests {
     fn run_wat(wat: &str, max_memory_pages: u32) -> Outcome {
         let module = Module::from_bytes(None, wasmedge_sdk::wat2wasm(wat.as_bytes()).unwrap()).unwrap();
         let spec = RunSpec {
-            func: "_start",
+            func: "_start".into(),
             args: vec![],
             envs: vec![],
             preopens: vec![],

@@ -24,20 +24,14 @@ use wasmedge_sdk::error::WasmEdgeError;
 use wasmedge_sdk::vm::SyncInst;
 use wasmedge_sdk::{AsInstance, ImportObject, Instance, Module, Store};
 
-use super::wasi::{self, net, Preopen, Stdio, WasiConfig, WasiCtx};
-use super::{classify_failure, Outcome};
+use super::wasi::{self, net, Stdio, WasiConfig, WasiCtx};
+use super::{classify_failure, Outcome, RunSpec};
 
-/// What every instance of the slot gets, already filtered by the sandbox policy.
+/// What every instance of the slot gets: the run's spec (already filtered by the sandbox
+/// policy), with its budgets applying to each call.
 #[derive(Debug, Clone)]
 pub struct SlotSpec {
-    pub func: String,
-    pub args: Vec<String>,
-    pub envs: Vec<(String, String)>,
-    pub preopens: Vec<Preopen>,
-    pub max_memory_pages: u32,
-    pub allowed_hosts: Vec<String>,
-    /// Outbound request budget of each call.
-    pub max_network_requests: u32,
+    pub run: RunSpec,
     /// Wall-clock limit of each call.
     pub timeout: Duration,
 }
@@ -75,7 +69,7 @@ pub struct InstanceSlot<'m> {
 impl<'m> InstanceSlot<'m> {
     pub fn new(module: &'m Module, spec: SlotSpec) -> Result<Self> {
         let config = ConfigBuilder::new(CommonConfigOptions::default())
-            .with_runtime_config(RuntimeConfigOptions::default().max_memory_pages(spec.max_memory_pages))
+            .with_runtime_config(RuntimeConfigOptions::default().max_memory_pages(spec.run.max_memory_pages))
             .build()?;
         let wasi_object = Box::into_raw(Box::new(wasi::import_object(WasiCtx::default())?));
         let net_object = match net::import_object(net::NetCtx::default()) {
@@ -136,7 +130,7 @@ impl<'m> InstanceSlot<'m> {
         // Fresh per-call state; a start section that ran at instantiation wrote to a ctx
         // that is dropped here.
         self.reset_host_data(stdin)?;
-        let result = match instance.get_func_mut(&self.spec.func) {
+        let result = match instance.get_func_mut(&self.spec.run.func) {
             Ok(mut func) => self.store.executor().call_func_with_timeout(&mut func, [], self.spec.timeout).map(|_| ()),
             Err(e) => return Err(anyhow!("{e}")),
         };
@@ -148,7 +142,7 @@ impl<'m> InstanceSlot<'m> {
             Ok(()) => Outcome::Exited(ctx.exit_code().unwrap_or(0) as i32),
             Err(e) if wasi::is_terminated(&e) && ctx.exit_code().is_some() => Outcome::Exited(ctx.exit_code().unwrap_or(0) as i32),
             Err(e) if matches!(*e, WasmEdgeError::ExecuteTimeout) => Outcome::TimedOut { limit_ms: self.spec.timeout.as_millis() as u64 },
-            Err(e) => classify_failure(&e, memory_pages, self.spec.max_memory_pages),
+            Err(e) => classify_failure(&e, memory_pages, self.spec.run.max_memory_pages),
         };
         let mut violations = ctx.violations().to_vec();
         violations.extend(net.violations().iter().cloned());
@@ -165,15 +159,15 @@ impl<'m> InstanceSlot<'m> {
 
     fn reset_host_data(&mut self, stdin: Vec<u8>) -> Result<()> {
         let ctx = WasiCtx::new(WasiConfig {
-            args: self.spec.args.clone(),
-            envs: self.spec.envs.clone(),
-            preopens: self.spec.preopens.clone(),
+            args: self.spec.run.args.clone(),
+            envs: self.spec.run.envs.clone(),
+            preopens: self.spec.run.preopens.clone(),
             stdin: Stdio::Buffer(stdin),
             stdout: Stdio::Buffer(Vec::new()),
             stderr: Stdio::Buffer(Vec::new()),
         })
         .context("set up WASI for the request")?;
-        let net = net::NetCtx::new(self.spec.allowed_hosts.clone(), self.spec.max_network_requests);
+        let net = net::NetCtx::new(self.spec.run.allowed_hosts.clone(), self.spec.run.max_network_requests);
         // SAFETY: no call is running on this slot (calls are synchronous on its thread).
         unsafe {
             *self.wasi = ctx;
@@ -206,13 +200,15 @@ mod tests {
 
     fn spec(timeout_ms: u64) -> SlotSpec {
         SlotSpec {
-            func: "_start".into(),
-            args: vec!["f".into()],
-            envs: vec![],
-            preopens: vec![],
-            max_memory_pages: 64,
-            allowed_hosts: vec![],
-            max_network_requests: 0,
+            run: RunSpec {
+                func: "_start".into(),
+                args: vec!["f".into()],
+                envs: vec![],
+                preopens: vec![],
+                max_memory_pages: 64,
+                allowed_hosts: vec![],
+                max_network_requests: 0,
+            },
             timeout: Duration::from_millis(timeout_ms),
         }
     }
@@ -257,7 +253,7 @@ mod tests {
             (func (export "spin") (loop (br 0)))
             (func (export "_start")))"#);
         let mut s = spec(200);
-        s.func = "spin".into();
+        s.run.func = "spin".into();
         let mut slot = InstanceSlot::new(&m, s).unwrap();
         let started = Instant::now();
         let out = slot.call(vec![]).unwrap();
@@ -275,11 +271,11 @@ mod tests {
             (func (export "trap") unreachable)
             (func (export "_start") (call $exit (i32.const 3))))"#);
         let mut s = spec(5000);
-        s.func = "trap".into();
+        s.run.func = "trap".into();
         let mut slot = InstanceSlot::new(&m, s.clone()).unwrap();
         assert_eq!(slot.call(vec![]).unwrap().outcome, Outcome::Trapped("unreachable".into()));
         assert_eq!(slot.call(vec![]).unwrap().outcome, Outcome::Trapped("unreachable".into()));
-        s.func = "_start".into();
+        s.run.func = "_start".into();
         let mut slot = InstanceSlot::new(&m, s).unwrap();
         assert_eq!(slot.call(vec![]).unwrap().outcome, Outcome::Exited(3));
     }

@@ -111,32 +111,22 @@ impl Sandbox for WasmEdgeSandbox {
                 Err(e) => return Ok(report_failure(&format!("failed to load module: OCI layer: {e:#}"), exit_code::LOAD_FAILED)),
             },
         };
-        let envs = allowed_envs(ctx.envs(), &policy);
+        let run = RunSpec {
+            func: entrypoint.func.clone(),
+            args: ctx.args().to_vec(),
+            envs: allowed_envs(ctx.envs(), &policy),
+            preopens: preopens(&policy),
+            max_memory_pages: policy.max_memory_pages,
+            allowed_hosts: policy.allowed_hosts.clone(),
+            max_network_requests: policy.max_network_requests,
+        };
         match mode {
             Mode::Command => {
                 exit_on_termination_signals();
-                let spec = RunSpec {
-                    func: &entrypoint.func,
-                    args: ctx.args().to_vec(),
-                    envs,
-                    preopens: preopens(&policy),
-                    max_memory_pages: policy.max_memory_pages,
-                    allowed_hosts: policy.allowed_hosts.clone(),
-                    max_network_requests: policy.max_network_requests,
-                };
-                Ok(run_command(source, spec, policy.execution_timeout_ms))
+                Ok(run_command(source, run, policy.execution_timeout_ms))
             }
             Mode::Http(settings) => {
-                let slot = SlotSpec {
-                    func: entrypoint.func.clone(),
-                    args: ctx.args().to_vec(),
-                    envs,
-                    preopens: preopens(&policy),
-                    max_memory_pages: policy.max_memory_pages,
-                    allowed_hosts: policy.allowed_hosts.clone(),
-                    max_network_requests: policy.max_network_requests,
-                    timeout: Duration::from_millis(policy.execution_timeout_ms),
-                };
+                let slot = SlotSpec { run, timeout: Duration::from_millis(policy.execution_timeout_ms) };
                 let load = move || {
                     let loaded = source.load().map_err(|e| (e.to_string(), exit_code::LOAD_FAILED))?;
                     log::info!("module ready ({:?})", loaded.path);
