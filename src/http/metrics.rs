@@ -87,11 +87,14 @@ impl Metrics {
         metrics
     }
 
-    pub fn request_started(&self) {
+    /// Counts a request in flight until the returned guard is dropped: a request whose client
+    /// went away before the response (the future is dropped) is counted with status 499.
+    pub fn request_started(&self) -> InFlight<'_> {
         self.in_flight.get_or_create(&self.version).inc();
+        InFlight { metrics: self, started: std::time::Instant::now(), status: None }
     }
 
-    pub fn request_finished(&self, status: u16, seconds: f64) {
+    fn request_finished(&self, status: u16, seconds: f64) {
         self.in_flight.get_or_create(&self.version).dec();
         let labels = RequestLabels { version: self.version.version.clone(), status: status.to_string() };
         self.requests.get_or_create(&labels).inc();
@@ -122,6 +125,24 @@ impl Metrics {
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+pub struct InFlight<'a> {
+    metrics: &'a Metrics,
+    started: std::time::Instant,
+    status: Option<u16>,
+}
+
+impl InFlight<'_> {
+    pub fn respond(mut self, status: u16) {
+        self.status = Some(status);
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.metrics.request_finished(self.status.unwrap_or(499), self.started.elapsed().as_secs_f64());
     }
 }
 
@@ -157,11 +178,10 @@ mod tests {
     #[test]
     fn families_carry_the_version_and_count_what_happened() {
         let m = Metrics::new("v2");
-        m.request_started();
-        m.request_finished(200, 0.002);
-        m.request_started();
-        m.request_finished(500, 0.2);
-        m.request_started();
+        m.request_started().respond(200);
+        m.request_started().respond(500);
+        drop(m.request_started());
+        let _pending = m.request_started();
         m.instance_started(0.00004);
         m.denied(denial_field("host not allowed: evil.example"));
         m.denied(denial_field("permission denied: /etc/passwd"));
@@ -169,8 +189,8 @@ mod tests {
         for line in [
             r#"wasmedge_http_requests_total{version="v2",status="200"} 1"#,
             r#"wasmedge_http_requests_total{version="v2",status="500"} 1"#,
-            r#"wasmedge_http_request_duration_seconds_count{version="v2"} 2"#,
-            r#"wasmedge_http_request_duration_seconds_bucket{le="0.0025",version="v2"} 1"#,
+            r#"wasmedge_http_requests_total{version="v2",status="499"} 1"#,
+            r#"wasmedge_http_request_duration_seconds_count{version="v2"} 3"#,
             r#"wasmedge_instance_start_seconds_bucket{le="0.00005",version="v2"} 1"#,
             r#"wasmedge_http_requests_in_flight{version="v2"} 1"#,
             r#"wasmedge_policy_denials_total{version="v2",field="allowed_hosts"} 1"#,

@@ -5,7 +5,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
@@ -129,10 +129,9 @@ async fn handle(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Full<B
             response
         }
         _ => {
-            let started = Instant::now();
-            app.metrics.request_started();
+            let in_flight = app.metrics.request_started();
             let response = call_function(&app, req).await;
-            app.metrics.request_finished(response.status().as_u16(), started.elapsed().as_secs_f64());
+            in_flight.respond(response.status().as_u16());
             response
         }
     })
