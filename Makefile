@@ -5,7 +5,7 @@ WASM_TARGET := wasm32-wasip1
 EXAMPLES := hello edge-function hostile
 PREFIX ?= /usr/local
 
-.PHONY: all setup build wasm images test unit-test demo bench install uninstall clean
+.PHONY: all setup build wasm images k8s-images test unit-test e2e demo bench bench-k8s install uninstall clean
 
 all: build wasm images
 
@@ -31,6 +31,10 @@ target/images/pause: scripts/pause/pause.c
 	@mkdir -p target/images
 	gcc -static -Os -Wall -Wextra -Werror -o $@ $<
 
+# The e2e cluster's images, also the node-installer image (target/images/installer.tar).
+k8s-images: build wasm images
+	@bash scripts/k8s-images.sh target/images
+
 unit-test: setup
 	$(CARGO) test --release --lib --bins
 	$(CARGO) test --quiet --manifest-path examples/edge-function/Cargo.toml
@@ -41,11 +45,19 @@ test: build wasm images
 	$(CARGO) test --manifest-path examples/edge-function/Cargo.toml
 	$(CARGO) test --release --test '*' -- --test-threads=2
 
+# End to end on a real one-node Kubernetes cluster, made and removed by the run (README, E2E).
+e2e: build wasm images
+	@bash scripts/k8s-e2e.sh
+
 demo: build wasm images
 	@bash scripts/demo.sh
 
 bench: build wasm images
 	@bash scripts/bench.sh
+
+# Pod start to Ready, wasm against runc, on a cluster of its own.
+bench-k8s: build wasm images
+	@K8S_BENCH_UP=1 bash scripts/k8s-bench.sh
 
 install: build
 	@bash scripts/install.sh install
