@@ -81,6 +81,23 @@ case_apply() {
   wait_for 120 "wasm-hello Succeeded" field_is pod wasm-hello '{.status.phase}' Succeeded
   [ "$(kc logs wasm-hello)" = "hello from wasmedge" ] || die "kubectl logs wasm-hello: $(kc logs wasm-hello)"
   ok "kubectl logs wasm-hello: hello from wasmedge (pod Succeeded, exit $(jp pod wasm-hello '{.status.containerStatuses[0].state.terminated.exitCode}'))"
+  kc apply -f tests/k8s/edge-function-once.yaml
+  wait_for 120 "edge-function-once Succeeded" field_is pod edge-function-once '{.status.phase}' Succeeded
+  kc logs edge-function-once | grep -qF '\"result\":\"HELLO\"' || die "edge function output: $(kc logs edge-function-once)"
+  ok "edge function, command mode: $(kc logs edge-function-once)"
+}
+
+# --- Services inside the node's netns (the path case 4 uses), with runc pods ----------------
+case_service() {
+  kc apply -f tests/k8s/service-runc.yaml
+  kc rollout status deployment/echo-runc --timeout=120s
+  local ip seen
+  ip=$(jp service echo-runc '{.spec.clusterIP}')
+  seen=$(for _ in $(seq 20); do k8s_netns_exec curl -sf --max-time 5 "http://$ip/"; done | sort | uniq -c)
+  echo "$seen" | sed 's/^/    /'
+  [ "$(echo "$seen" | grep -c echo-runc)" = 2 ] || die "20 requests to ClusterIP $ip did not reach both replicas"
+  ok "ClusterIP $ip balanced 20 requests over both replicas"
+  kc delete -f tests/k8s/service-runc.yaml --wait=true
 }
 
 # --- 2. Job whose module exits 3 ------------------------------------------------------------
@@ -227,6 +244,7 @@ case_delete() {
 run_case apply case_apply
 run_case job-exit-code case_job_exit_code
 run_case bad-annotation case_bad_annotation
+run_case service case_service
 run_case http case_http
 run_case installer case_installer
 run_case bench case_bench

@@ -17,6 +17,11 @@ export CONTAINERD_DEFAULT=${CONTAINERD_DEFAULT:-$HOST_EXEC containerd config def
 export CONTAINERD_DUMP=${CONTAINERD_DUMP:-$HOST_EXEC containerd --config ${CONTAINERD_CONFIG:-/etc/containerd/config.toml} config dump}
 export RESTART_COMMAND=${RESTART_COMMAND:-$HOST_EXEC systemctl restart containerd}
 sh /installer/scripts/install.sh "$ACTION" || { echo "[node-installer] $ACTION failed" >&2; exit 1; }
+if [ "$ACTION" = install ] && [ -n "$HOST_EXEC" ]; then
+  # The shim links WasmEdge's library (Debian: libwasmedge0); say so if the node lacks it.
+  missing=$($HOST_EXEC ldd "${PREFIX:-/usr/local}/bin/containerd-shim-wasmedge-v1" 2>&1 | grep "not found") \
+    && echo "[node-installer] warning: the node lacks libraries of the shim (install WasmEdge 0.14, libwasmedge0): $missing" >&2
+fi
 echo "$ACTION" > /tmp/done
 echo "[node-installer] $ACTION done on $(hostname)"
 trap 'exit 0' TERM INT
