@@ -16,13 +16,16 @@ stop() {
   for name in "$@"; do
     pid=$(k8s_pid_alive "$name") && { kill -TERM "$pid" 2>/dev/null; pids+=("$pid"); }
   done
-  for _ in $(seq 100); do
-    local alive=0
-    for pid in "${pids[@]}"; do [ -d "/proc/$pid" ] && [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" != Z ] && alive=1; done
-    [ $alive = 0 ] && break
-    sleep 0.1
-  done
-  for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null; done
+  running() {
+    for pid in "${pids[@]}"; do [ -d "/proc/$pid" ] && [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" != Z ] && return 0; done
+    return 1
+  }
+  for _ in $(seq 100); do running || break; sleep 0.1; done
+  if running; then
+    k8s_log "SIGKILL to $* (still running 10 s after SIGTERM)"
+    for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null; done
+    for _ in $(seq 50); do running || break; sleep 0.1; done
+  fi
   for name in "$@"; do rm -f "$D/pids/$name.pid"; done
 }
 

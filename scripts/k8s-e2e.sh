@@ -72,10 +72,17 @@ case_apply() {
   wait_for 120 "wasm-sleeper Running and Ready" field_is pod wasm-sleeper '{.status.conditions[?(@.type=="Ready")].status}' True
   field_is pod wasm-sleeper '{.status.phase}' Running
   kc get pod wasm-sleeper -o wide
+  kc get pod wasm-sleeper -o custom-columns=NAME:.metadata.name,RUNTIMECLASS:.spec.runtimeClassName,STATUS:.status.phase,NODE:.spec.nodeName
   ok "wasm-sleeper Running and Ready"
   [ "$(jp pod wasm-sleeper '{.spec.runtimeClassName}')" = wasmedge ] || die "runtimeClassName"
   [ "$(jp pod wasm-sleeper '{.spec.nodeSelector.wasmedge\.io/runtime}')" = true ] || die "RuntimeClass nodeSelector not applied"
   ok "runtimeClassName wasmedge, RuntimeClass scheduling nodeSelector merged into the pod"
+  # The module's processes sit in the pod's cgroup below kubelet's cgroup root.
+  local uid root procs h
+  uid=$(jp pod wasm-sleeper '{.metadata.uid}'); root=$(cat "$D/cgroup-root")
+  procs=$(for h in $(k8s_cgroup_mounts); do [ -d "$h$root/kubepods" ] && find "$h$root/kubepods" -path "*pod$uid/*" -name cgroup.procs -exec cat {} +; done | sort -u)
+  [ -n "$procs" ] || die "no process of wasm-sleeper in a pod cgroup below $root/kubepods"
+  ok "wasm-sleeper's processes ($(echo $procs)) in its pod cgroup below $root/kubepods"
   wait_for 60 "wasm-sleeper output" logs_contain wasm-sleeper 'sleeping 25'
   ok "kubectl logs wasm-sleeper: $(kc logs wasm-sleeper | head -1)"
   wait_for 120 "wasm-hello Succeeded" field_is pod wasm-hello '{.status.phase}' Succeeded
@@ -238,7 +245,8 @@ case_delete() {
   [ -z "$mounts" ] || die "mounts left: $mounts"
   ok "no rootfs, shm, netns or volume mount left (node mount namespace)"
   [ -z "$(ls -A "$D/host/run-wasmedge/k8s.io" 2>/dev/null)" ] || die "shim state left: $(ls "$D/host/run-wasmedge/k8s.io")"
-  ok "no shim state left in /run/containerd/wasmedge/k8s.io"
+  [ -z "$(ls -A "$D/host/run-shim-sockets" 2>/dev/null)" ] || die "shim sockets left: $(ls "$D/host/run-shim-sockets")"
+  ok "no shim state left in /run/containerd/wasmedge/k8s.io, no shim socket in /run/containerd/s"
 }
 
 run_case apply case_apply

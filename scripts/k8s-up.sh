@@ -7,7 +7,7 @@
 #   the pods' bridge cni0 and the Service IPs; nothing listens or routes outside it;
 # - one private mount namespace for the same processes (held by a `sleep` process), so that
 #   kubelet's and containerd's mounts never reach the host, and host paths the daemons hard-code
-#   (/var/log, /var/lib/cni, /run/containerd/wasmedge, the kernel tunables kubelet insists on)
+#   (/var/log, /var/lib/cni, /run/containerd/{wasmedge,s}, the kernel tunables kubelet insists on)
 #   are bind-mounted from the state dir there;
 # - cgroups: everything below <this script's memory cgroup>/csw-k8s (kubelet's --cgroup-root,
 #   and node/ for the daemons and shims), never the host's root cgroups.
@@ -34,8 +34,8 @@ if [ -e "$D/cgroup-root" ] || [ -d "$D/pids" ] || ip netns list | grep -qw "^$K8
 fi
 
 BIN=$(bash "$REPO/scripts/k8s-build.sh")
-mkdir -p "$D"/{pids,logs,pki,etcd,bin,cni/conf,cni/ipam,containerd/conf.d,kubelet,pod-logs,images,aot-cache,policies,sysctl}
-mkdir -p "$D"/host/{var-log,var-lib-cni,run-wasmedge}
+mkdir -p "$D"/{pids,logs,pki,etcd,bin,cni/ipam,containerd/conf.d,containerd/cni/conf,kubelet,pod-logs,images,aot-cache,policies,sysctl}
+mkdir -p "$D"/host/{var-log,var-lib-cni,run-wasmedge,run-shim-sockets}
 echo "$BIN" > "$D/bin-dir"
 echo "$K8S_NETNS" > "$D/netns"
 
@@ -108,7 +108,7 @@ done
 # Host paths the daemons hard-code, redirected into the state dir (targets created if missing,
 # recorded, removed by down when still empty).
 : > "$D/host-created"
-for pair in "var-log:/var/log" "var-lib-cni:/var/lib/cni" "run-wasmedge:/run/containerd/wasmedge"; do
+for pair in "var-log:/var/log" "var-lib-cni:/var/lib/cni" "run-wasmedge:/run/containerd/wasmedge" "run-shim-sockets:/run/containerd/s"; do
   src="$D/host/${pair%%:*}"; dst="${pair#*:}"
   dir=""
   for part in $(echo "$dst" | tr '/' ' '); do
@@ -204,38 +204,8 @@ start_daemon kube-scheduler nsenter -t "$holder" -m -n -- "$BIN/kube-scheduler" 
 # containerd: own root, state, socket; the project's drop-in written the `make install` way.
 C=$D/containerd
 install -m 0755 target/release/containerd-shim-wasmedge-v1 "$D/bin/containerd-shim-wasmedge-v1"
-cat > "$C/config.toml" <<EOF
-version = 2
-root = "$C/root"
-state = "$C/state"
-imports = ["$C/conf.d/*.toml"]
-disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.tracing.processor.v1.otlp", "io.containerd.internal.v1.tracing"]
-[grpc]
-  address = "$C/c.sock"
-[ttrpc]
-  address = "$C/c.sock.ttrpc"
-[debug]
-  level = "info"
-[plugins."io.containerd.internal.v1.opt"]
-  path = "$C/opt"
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "localhost/pause:3.10"
-  stream_server_address = "127.0.0.1"
-  stream_server_port = "0"
-  enable_selinux = false
-  disable_apparmor = true
-  restrict_oom_score_adj = true
-  netns_mounts_under_state_dir = true
-[plugins."io.containerd.grpc.v1.cri".cni]
-  bin_dir = "/usr/lib/cni"
-  conf_dir = "$D/cni/conf"
-[plugins."io.containerd.grpc.v1.cri".containerd]
-  default_runtime_name = "runc"
-[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-  runtime_type = "io.containerd.runc.v2"
-[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-  Root = "$C/runc-root"
-EOF
+sed -e "s|@DIR@|$C|g" -e "s|@CNI_BIN_DIR@|/usr/lib/cni|" -e "s|@PAUSE_IMAGE@|localhost/pause:3.10|" \
+  src/devnode/containerd.toml > "$C/config.toml"
 containerd --config "$C/config.toml" config dump > "$C/effective.toml"
 target/release/containerd-wasmedge-config --effective "$C/effective.toml" \
   --runtime runtime-config/wasmedge-runtime.toml --out "$C/conf.d/wasmedge.toml"
@@ -244,7 +214,7 @@ aot_cache_dir = "$D/aot-cache"
 aot_cache_max_bytes = 1073741824
 policy_dir = "$D/policies"
 EOF
-cat > "$D/cni/conf/10-csw-k8s.conflist" <<EOF
+cat > "$C/cni/conf/10-csw-k8s.conflist" <<EOF
 {
   "cniVersion": "0.4.0",
   "name": "csw-k8s",
