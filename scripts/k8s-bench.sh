@@ -53,6 +53,7 @@ stats() { # label values... -> "label | min | median | max"
   printf '%s\n' "$@" | sort -n | awk -v l="$label" '{ v[NR] = $1 } END { printf "| %s | %d | %d | %d |\n", l, v[1], v[int((NR + 1) / 2)], v[NR] }'
 }
 
+kc apply -f "$(dirname "$0")/../k8s/runtimeclass.yaml" >/dev/null
 # Warm-up: compiles hello.wasm into the node's AOT cache; not measured.
 start_to_ready bench-warm wasmedge localhost/hello:v1 sleep 20 >/dev/null
 wasm=() runc=()

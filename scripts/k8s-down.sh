@@ -43,8 +43,10 @@ if k8s_pid_alive containerd >/dev/null && [ -S "$sock" ]; then
   for id in $(ctrk container ls -q 2>/dev/null); do ctrk container rm "$id" >/dev/null 2>&1; done
 fi
 
-# 3. The rest of the daemons.
-stop containerd kube-scheduler kube-controller-manager kube-apiserver etcd
+# 3. The rest of the daemons, the API server's clients before it, etcd last.
+stop containerd kube-scheduler kube-controller-manager
+stop kube-apiserver
+stop etcd
 
 # 4. Whatever is still in the cluster's cgroup subtree (shims, container processes) is the
 #    cluster's: nothing else is ever put below it.
