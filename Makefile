@@ -5,7 +5,7 @@ WASM_TARGET := wasm32-wasip1
 EXAMPLES := hello edge-function hostile
 PREFIX ?= /usr/local
 
-.PHONY: all setup build wasm images test unit-test demo bench native-bench-server soak fuzz install uninstall clean
+.PHONY: all setup build wasm images k8s-images test test-node unit-test e2e demo bench bench-k8s native-bench-server soak fuzz install uninstall clean
 
 all: build wasm images
 
@@ -31,17 +31,28 @@ target/images/pause: scripts/pause/pause.c
 	@mkdir -p target/images
 	gcc -static -Os -Wall -Wextra -Werror -o $@ $<
 
+# The e2e cluster's images, also the node-installer image (target/images/installer.tar).
+k8s-images: build wasm images
+	@bash scripts/k8s-images.sh target/images
+
 unit-test: setup
 	$(CARGO) test --release --lib --bins
 	$(CARGO) test --quiet --manifest-path examples/edge-sdk/Cargo.toml
 	$(CARGO) test --quiet --manifest-path examples/edge-function/Cargo.toml
 
-# Every test: unit tests, then the integration suites against a private containerd.
-test: build wasm images
+# Every test: the node suites, then the end-to-end run on a real one-node Kubernetes cluster.
+test: test-node e2e
+
+# Unit tests, then the integration suites against a private containerd.
+test-node: build wasm images
 	$(CARGO) test --release --lib --bins
 	$(CARGO) test --manifest-path examples/edge-sdk/Cargo.toml
 	$(CARGO) test --manifest-path examples/edge-function/Cargo.toml
 	$(CARGO) test --release --test '*' -- --test-threads=2
+
+# End to end on a real one-node Kubernetes cluster, made and removed by the run (README, E2E).
+e2e: build wasm images
+	@bash scripts/k8s-e2e.sh
 
 demo: build wasm images
 	@bash scripts/demo.sh
@@ -64,6 +75,10 @@ fuzz: setup
 	@rustup toolchain list | grep -q nightly || rustup toolchain install nightly --profile minimal
 	cd fuzz && cargo +nightly fuzz run annotations -- -max_total_time=$(FUZZ_SECONDS) -dict=annotations.dict
 	cd fuzz && cargo +nightly fuzz run edge -- -max_total_time=$(FUZZ_SECONDS)
+
+# Pod start to Ready, wasm against runc, on a cluster of its own.
+bench-k8s: build wasm images
+	@K8S_BENCH_UP=1 bash scripts/k8s-bench.sh
 
 install: build
 	@bash scripts/install.sh install

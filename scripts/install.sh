@@ -1,19 +1,41 @@
-#!/usr/bin/env bash
-# make install / make uninstall: put the shim, its node config and the containerd drop-in on
-# this node. Idempotent; containerd is restarted only when its config actually changed.
-set -euo pipefail
+#!/bin/sh
+# make install / make uninstall: put the shim, its node config, the sandbox policies and the
+# containerd drop-in on this node. Idempotent; containerd is restarted only when its config
+# actually changed. POSIX sh: the node-installer DaemonSet runs the same script under busybox
+# (scripts/node-installer.sh), with the node's / mounted at $HOST_ROOT.
+#
+# Paths below are the node's own paths; files are written at $HOST_ROOT<path>. Commands that
+# must run on the node (containerd's config dump, the restart) go through the variables
+# CONTAINERD_DEFAULT, CONTAINERD_DUMP and RESTART_COMMAND.
+set -eu
 cd "$(dirname "$0")/.."
 
 PREFIX=${PREFIX:-/usr/local}
 CONTAINERD_CONFIG=${CONTAINERD_CONFIG:-/etc/containerd/config.toml}
 DROPIN_DIR=${DROPIN_DIR:-/etc/containerd/conf.d}
 NODE_CONFIG_DIR=${NODE_CONFIG_DIR:-/etc/containerd-shim-wasmedge}
+HOST_ROOT=${HOST_ROOT:-}
+# Where the files to install come from (the repo by default; /installer in the DaemonSet image).
+SHIM_BIN=${SHIM_BIN:-target/release/containerd-shim-wasmedge-v1}
+CONFIG_BIN=${CONFIG_BIN:-target/release/containerd-wasmedge-config}
+RUNTIME_SNIPPET=${RUNTIME_SNIPPET:-runtime-config/wasmedge-runtime.toml}
+NODE_CONFIG_SRC=${NODE_CONFIG_SRC:-runtime-config/node-config.toml}
+POLICY_SRC=${POLICY_SRC:-runtime-config/policies}
+# The drop-in writer run here (the freshly installed one by default).
+CONFIG_TOOL=${CONFIG_TOOL:-$HOST_ROOT$PREFIX/bin/containerd-wasmedge-config}
+CONTAINERD_DEFAULT=${CONTAINERD_DEFAULT:-containerd config default}
+CONTAINERD_DUMP=${CONTAINERD_DUMP:-containerd --config $CONTAINERD_CONFIG config dump}
 RESTART=${RESTART:-auto}   # auto | never
+# auto: `systemctl restart containerd` when containerd is an active systemd service here.
+RESTART_COMMAND=${RESTART_COMMAND:-}
 log() { echo "[install] $*"; }
 
 restart_containerd() {
-  if [ "$RESTART" = never ]; then log "containerd config changed: restart containerd to apply"; return; fi
-  if command -v systemctl >/dev/null && systemctl is-active --quiet containerd 2>/dev/null; then
+  if [ "$RESTART" = never ]; then log "containerd config changed: restart containerd to apply"; return 0; fi
+  if [ -n "$RESTART_COMMAND" ]; then
+    log "restarting containerd: $RESTART_COMMAND (running containers keep running; see README, Operations)"
+    sh -c "$RESTART_COMMAND"
+  elif command -v systemctl >/dev/null && systemctl is-active --quiet containerd 2>/dev/null; then
     log "restarting containerd (running containers keep running; see README, Operations)"
     systemctl restart containerd
   else
@@ -21,47 +43,64 @@ restart_containerd() {
   fi
 }
 
+# put MODE SRC DST: replace DST atomically (a running shim binary keeps its old inode) unless
+# it already has SRC's content.
+put() {
+  if cmp -s "$2" "$3"; then return 1; fi
+  mkdir -p "$(dirname "$3")"
+  cp "$2" "$3.tmp.$$"
+  chmod "$1" "$3.tmp.$$"
+  mv -f "$3.tmp.$$" "$3"
+}
+
 do_install() {
-  install -D -m 0755 target/release/containerd-shim-wasmedge-v1 "$PREFIX/bin/containerd-shim-wasmedge-v1"
-  install -D -m 0755 target/release/containerd-wasmedge-config "$PREFIX/bin/containerd-wasmedge-config"
+  put 0755 "$SHIM_BIN" "$HOST_ROOT$PREFIX/bin/containerd-shim-wasmedge-v1" || true
+  put 0755 "$CONFIG_BIN" "$HOST_ROOT$PREFIX/bin/containerd-wasmedge-config" || true
   log "shim installed at $PREFIX/bin/containerd-shim-wasmedge-v1"
-  if [ ! -f "$NODE_CONFIG_DIR/config.toml" ]; then
-    install -D -m 0644 runtime-config/node-config.toml "$NODE_CONFIG_DIR/config.toml"
+  if [ ! -f "$HOST_ROOT$NODE_CONFIG_DIR/config.toml" ]; then
+    put 0644 "$NODE_CONFIG_SRC" "$HOST_ROOT$NODE_CONFIG_DIR/config.toml" || true
     log "node config installed at $NODE_CONFIG_DIR/config.toml"
   fi
-  if [ -d runtime-config/policies ]; then
-    mkdir -p "$NODE_CONFIG_DIR/policies"
-    cp -f runtime-config/policies/*.toml "$NODE_CONFIG_DIR/policies/" 2>/dev/null || true
-  fi
-  mkdir -p "$(dirname "$CONTAINERD_CONFIG")" "$DROPIN_DIR"
-  [ -f "$CONTAINERD_CONFIG" ] || containerd config default > "$CONTAINERD_CONFIG"
-  if ! grep -qF "$DROPIN_DIR/*.toml" "$CONTAINERD_CONFIG"; then
+  for f in "$POLICY_SRC"/*.yaml; do
+    [ -f "$f" ] || continue
+    if put 0644 "$f" "$HOST_ROOT$NODE_CONFIG_DIR/policies/$(basename "$f")"; then
+      log "policy $(basename "$f" .yaml) installed in $NODE_CONFIG_DIR/policies"
+    fi
+  done
+  local config="$HOST_ROOT$CONTAINERD_CONFIG" dropin="$HOST_ROOT$DROPIN_DIR/wasmedge.toml"
+  mkdir -p "$(dirname "$config")" "$HOST_ROOT$DROPIN_DIR"
+  [ -f "$config" ] || sh -c "$CONTAINERD_DEFAULT" > "$config"
+  if ! grep -qF "$DROPIN_DIR/*.toml" "$config"; then
     local entry="\"$DROPIN_DIR/*.toml\""
-    if grep -qE '^imports = \[\]\s*$' "$CONTAINERD_CONFIG"; then
-      sed -i -E "s|^imports = \[\]\s*$|imports = [$entry]|" "$CONTAINERD_CONFIG"
-    elif grep -qE '^imports = \[.+\]\s*$' "$CONTAINERD_CONFIG"; then
-      sed -i -E "s|^imports = \[(.+)\]\s*$|imports = [\1, $entry]|" "$CONTAINERD_CONFIG"
-    elif grep -qE '^\s*imports\s*=' "$CONTAINERD_CONFIG"; then
+    if grep -qE '^imports = \[\][[:space:]]*$' "$config"; then
+      sed -i -E "s|^imports = \[\][[:space:]]*$|imports = [$entry]|" "$config"
+    elif grep -qE '^imports = \[.+\][[:space:]]*$' "$config"; then
+      sed -i -E "s|^imports = \[(.+)\][[:space:]]*$|imports = [\1, $entry]|" "$config"
+    elif grep -qE '^[[:space:]]*imports[[:space:]]*=' "$config"; then
       echo "[install] cannot edit the imports of $CONTAINERD_CONFIG; add $entry to it" >&2
       exit 1
     else
       # imports must come before any table in TOML.
-      { echo "imports = [$entry]"; cat "$CONTAINERD_CONFIG"; } > "$CONTAINERD_CONFIG.tmp"
-      mv "$CONTAINERD_CONFIG.tmp" "$CONTAINERD_CONFIG"
+      { echo "imports = [$entry]"; cat "$config"; } > "$config.tmp"
+      mv "$config.tmp" "$config"
     fi
     log "added imports of $DROPIN_DIR to $CONTAINERD_CONFIG"
   fi
   local effective; effective=$(mktemp)
   # The effective config without our own drop-in, so that re-running stays idempotent.
-  mv -f "$DROPIN_DIR/wasmedge.toml" "$DROPIN_DIR/wasmedge.toml.previous" 2>/dev/null || true
-  containerd --config "$CONTAINERD_CONFIG" config dump > "$effective"
-  "$PREFIX/bin/containerd-wasmedge-config" --effective "$effective" --runtime runtime-config/wasmedge-runtime.toml --out "$DROPIN_DIR/wasmedge.toml"
+  mv -f "$dropin" "$dropin.previous" 2>/dev/null || true
+  if ! sh -c "$CONTAINERD_DUMP" > "$effective"; then
+    mv -f "$dropin.previous" "$dropin" 2>/dev/null || true
+    echo "[install] failed: $CONTAINERD_DUMP" >&2
+    exit 1
+  fi
+  "$CONFIG_TOOL" --effective "$effective" --runtime "$RUNTIME_SNIPPET" --out "$dropin"
   rm -f "$effective"
-  if cmp -s "$DROPIN_DIR/wasmedge.toml" "$DROPIN_DIR/wasmedge.toml.previous"; then
+  if cmp -s "$dropin" "$dropin.previous"; then
     log "containerd drop-in unchanged"
-    rm -f "$DROPIN_DIR/wasmedge.toml.previous"
+    rm -f "$dropin.previous"
   else
-    rm -f "$DROPIN_DIR/wasmedge.toml.previous"
+    rm -f "$dropin.previous"
     log "containerd drop-in written: $DROPIN_DIR/wasmedge.toml"
     restart_containerd
   fi
@@ -69,10 +108,12 @@ do_install() {
 
 do_uninstall() {
   local changed=0
-  if [ -f "$DROPIN_DIR/wasmedge.toml" ]; then rm -f "$DROPIN_DIR/wasmedge.toml"; changed=1; log "removed $DROPIN_DIR/wasmedge.toml"; fi
-  rm -f "$PREFIX/bin/containerd-shim-wasmedge-v1" "$PREFIX/bin/containerd-wasmedge-config"
-  log "removed the shim binaries (node config in $NODE_CONFIG_DIR and the AOT cache are kept)"
-  [ $changed = 1 ] && restart_containerd
+  if [ -f "$HOST_ROOT$DROPIN_DIR/wasmedge.toml" ]; then
+    rm -f "$HOST_ROOT$DROPIN_DIR/wasmedge.toml"; changed=1; log "removed $DROPIN_DIR/wasmedge.toml"
+  fi
+  rm -f "$HOST_ROOT$PREFIX/bin/containerd-shim-wasmedge-v1" "$HOST_ROOT$PREFIX/bin/containerd-wasmedge-config"
+  log "removed the shim binaries (node config and policies in $NODE_CONFIG_DIR and the AOT cache are kept)"
+  [ $changed = 0 ] || restart_containerd
   return 0
 }
 

@@ -10,7 +10,8 @@ log() { echo "[setup] $*"; }
 have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 
 TRIXIE_PKGS=(libwasmedge-dev wasmedge containerd runc)
-BOOKWORM_PKGS=(libclang-dev protobuf-compiler libseccomp-dev pkg-config busybox-static iproute2 wrk jq curl ca-certificates)
+# iptables (kube-proxy) and containernetworking-plugins (bridge CNI): the e2e cluster (make e2e).
+BOOKWORM_PKGS=(libclang-dev protobuf-compiler libseccomp-dev pkg-config busybox-static iproute2 wrk jq curl ca-certificates iptables containernetworking-plugins)
 
 missing=()
 for p in "${TRIXIE_PKGS[@]}" "${BOOKWORM_PKGS[@]}"; do have_pkg "$p" || missing+=("$p"); done

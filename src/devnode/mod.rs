@@ -138,37 +138,11 @@ impl Containerd {
         let aot_dir = opts.aot_cache_dir.clone().unwrap_or_else(|| dir.join("aot-cache"));
         let log = dir.join("containerd.log");
         let cgroup_base = format!("{}/{}", own_cgroup(), name);
-        let config = format!(
-            r#"version = 2
-root = "{d}/root"
-state = "{d}/state"
-imports = ["{d}/conf.d/*.toml"]
-disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.tracing.processor.v1.otlp", "io.containerd.internal.v1.tracing"]
-[grpc]
-  address = "{d}/c.sock"
-[ttrpc]
-  address = "{d}/c.sock.ttrpc"
-[debug]
-  level = "info"
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "{pause}"
-  stream_server_port = "0"
-  enable_selinux = false
-  disable_apparmor = true
-  restrict_oom_score_adj = true
-[plugins."io.containerd.grpc.v1.cri".cni]
-  bin_dir = "{d}/cni/bin"
-  conf_dir = "{d}/cni/conf"
-[plugins."io.containerd.grpc.v1.cri".containerd]
-  default_runtime_name = "runc"
-[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-  runtime_type = "io.containerd.runc.v2"
-[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-  Root = "{d}/runc-root"
-"#,
-            d = dir.display(),
-            pause = PAUSE_IMAGE,
-        );
+        // The same file configures the e2e Kubernetes node's containerd (scripts/k8s-up.sh).
+        let config = include_str!("containerd.toml")
+            .replace("@DIR@", &dir.display().to_string())
+            .replace("@CNI_BIN_DIR@", &dir.join("cni/bin").display().to_string())
+            .replace("@PAUSE_IMAGE@", PAUSE_IMAGE);
         fs::write(dir.join("config.toml"), config).unwrap();
         install_dropin(&dir);
         fs::write(

@@ -1,0 +1,62 @@
+# Shared by scripts/k8s-*.sh (sourced, not run): where the e2e cluster lives and how to
+# reach it. Everything of the cluster is inside network namespace $K8S_NETNS and a private
+# mount namespace held by one process; no cluster or pod address exists outside them.
+
+K8S_E2E_DIR=${K8S_E2E_DIR:-/tmp/csw-k8s}
+K8S_NETNS=${K8S_NETNS:-csw-k8s}
+K8S_NODE_NAME=${K8S_NODE_NAME:-csw-node}
+# Addresses inside the netns only: the node (on its loopback), pods (bridge cni0), services.
+K8S_NODE_IP=10.200.0.1
+K8S_POD_SUBNET=10.244.0.0/24
+K8S_CLUSTER_CIDR=10.244.0.0/16
+K8S_SERVICE_CIDR=10.96.0.0/24
+K8S_API_SERVICE_IP=10.96.0.1
+K8S_NODE_LABEL=wasmedge.io/runtime=true
+
+k8s_repo() { cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd; }
+
+k8s_log() { echo "[k8s] $*" >&2; }
+
+# Pid files hold "PID STARTTIME" so that a recycled PID is never mistaken for ours.
+k8s_starttime() { awk '{print $22}' "/proc/$1/stat" 2>/dev/null; }
+
+k8s_pid_alive() { # NAME -> prints the pid if the recorded process still runs
+  local f="$K8S_E2E_DIR/pids/$1.pid" pid start
+  [ -f "$f" ] || return 1
+  read -r pid start < "$f"
+  [ -n "$pid" ] && [ "$(k8s_starttime "$pid")" = "$start" ] || return 1
+  echo "$pid"
+}
+
+# Runs a command in the cluster's network and mount namespaces (where kubelet and containerd
+# see the same mounts).
+k8s_node_exec() {
+  local holder
+  holder=$(k8s_pid_alive holder) || { echo "e2e cluster is not up (no $K8S_E2E_DIR/pids/holder.pid)" >&2; return 1; }
+  nsenter -t "$holder" -m -n -- "$@"
+}
+
+# Runs a command in the cluster's network namespace only (curl to pod and Service IPs).
+k8s_netns_exec() { nsenter --net="/run/netns/$K8S_NETNS" -- "$@"; }
+
+k8s_bin() { cat "$K8S_E2E_DIR/bin-dir"; }
+
+kc() { k8s_netns_exec "$(k8s_bin)/kubectl" --kubeconfig "$K8S_E2E_DIR/pki/admin.kubeconfig" "$@"; }
+
+# The cgroup hierarchies: every v1 mount point and the unified one (kubelet and the runtimes
+# also make their dirs in the unified hierarchy of a hybrid host).
+k8s_cgroup_mounts() { awk '$3 == "cgroup" || $3 == "cgroup2" { print $2 }' /proc/self/mounts; }
+
+# Every process in the cluster's cgroup subtree (daemons, shims, containers), by any hierarchy.
+k8s_cgroup_pids() {
+  local root; root=$(cat "$K8S_E2E_DIR/cgroup-root" 2>/dev/null) || return 0
+  local h
+  for h in $(k8s_cgroup_mounts); do
+    [ -d "$h$root" ] && find "$h$root" -name cgroup.procs -exec cat {} + 2>/dev/null
+  done | sort -un
+}
+
+# Mount points at or below a directory, deepest first, as process PID sees them.
+k8s_mounts_under() { # PID DIR
+  awk -v d="$2" '$5 == d || index($5, d "/") == 1 { print $5 }' "/proc/$1/mountinfo" 2>/dev/null | awk '{ print length, $0 }' | sort -rn | cut -d' ' -f2-
+}
