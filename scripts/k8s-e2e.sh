@@ -3,9 +3,6 @@
 # and the cluster removed again (scripts/k8s-down.sh), also when a case fails.
 #
 #   E2E_REUSE=1   run the cases against the cluster that is up, and leave it up
-#   E2E_HTTP=auto|1|0   HTTP-mode case: auto (default) runs it when the shim in target/release
-#                 has HTTP mode (it contains the metric name wasmedge_http_requests), 1 always,
-#                 0 never
 #   E2E_ONLY="name ..."   run only these cases
 set -uo pipefail
 # shellcheck source=k8s-lib.sh
@@ -13,7 +10,6 @@ source "$(dirname "$0")/k8s-lib.sh"
 REPO=$(k8s_repo)
 cd "$REPO"
 D=$K8S_E2E_DIR
-E2E_HTTP=${E2E_HTTP:-auto}
 
 if [ "${E2E_REUSE:-0}" != 1 ]; then
   trap 'K8S_KEEP_LOGS=${K8S_KEEP_LOGS:-0} bash "$REPO/scripts/k8s-down.sh"' EXIT
@@ -135,21 +131,10 @@ case_bad_annotation() {
 }
 
 # --- 4. HTTP mode through the Service --------------------------------------------------------
-http_supported() {
-  case "$E2E_HTTP" in
-    1) return 0 ;;
-    0) return 1 ;;
-    *) grep -qa wasmedge_http_requests target/release/containerd-shim-wasmedge-v1 ;;
-  esac
-}
 metric_total() { # POD_IP: sum of wasmedge_http_requests_total over its labels
   k8s_netns_exec curl -sf --max-time 5 "http://$1:8080/metrics" | awk '/^wasmedge_http_requests_total/ { s += $NF } END { print s + 0 }'
 }
 case_http() {
-  if ! http_supported; then
-    echo "  SKIP: the shim in target/release has no HTTP mode yet (no wasmedge_http_requests metric in it); E2E_HTTP=1 forces this case"
-    return 77
-  fi
   kc apply -f k8s/edge-function.yaml
   kc rollout status deployment/edge-function --timeout=180s
   wait_for 60 "2 ready replicas" field_is deployment edge-function '{.status.readyReplicas}' 2
