@@ -26,6 +26,13 @@ fn main() {
                 init_node(&config);
                 // The daemon: answer containerd's `Pids` so tasks survive a containerd restart.
                 if is_daemon() {
+                    // Containers are forked from the zygote process, which must be forked while
+                    // this process has a single thread: a lock held by another thread at that
+                    // moment (the loader's, by a thread being created) stays held in every
+                    // container, which then hangs creating its first thread (seen once in 739
+                    // churn cycles). So the zygote first (after the node state it inherits),
+                    // then the proxy's threads; the library's own `init` finds it made.
+                    zygote::Zygote::init();
                     if let Err(e) = task_proxy::install() {
                         eprintln!("containerd-shim-wasmedge: task proxy not installed ({e:#}); tasks will not survive a containerd restart");
                     }
