@@ -2,8 +2,10 @@
 //!
 //! Data flows one way: `node_config` (how the node is set up) → `shim` (containerd glue,
 //! OCI spec → run request) → `engine` (WasmEdge, AOT compilation and its cache).
+//! `controller` is the cluster side: the canary weight controller (`wasm-weight-controller`).
 
 pub mod containerd_config;
+pub mod controller;
 pub mod devnode;
 pub mod engine;
 pub mod node_config;

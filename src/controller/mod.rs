@@ -1,0 +1,3 @@
+//! wasm-weight-controller: canary rollouts of edge functions without a service mesh or sidecar.
+
+pub mod exposition;
