@@ -1,4 +1,7 @@
 //! wasm-weight-controller: canary rollouts of edge functions without a service mesh or sidecar.
 
+pub mod crd;
+pub mod decide;
 pub mod exposition;
+pub mod replicas;
 pub mod window;
