@@ -3,5 +3,8 @@
 pub mod crd;
 pub mod decide;
 pub mod exposition;
+pub mod lease;
 pub mod replicas;
+pub mod scrape;
+pub mod telemetry;
 pub mod window;
