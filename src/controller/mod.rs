@@ -17,6 +17,9 @@ pub mod scrape;
 pub mod telemetry;
 pub mod window;
 
+#[cfg(test)]
+mod fake_cluster;
+
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
