@@ -38,7 +38,8 @@ async fn cluster() -> Option<Client> {
         return None;
     };
     let file = Kubeconfig::read_from(&path).expect("reading CSW_E2E_KUBECONFIG");
-    let config = Config::from_custom_kubeconfig(file, &KubeConfigOptions::default()).await.expect("kubeconfig");
+    let mut config = Config::from_custom_kubeconfig(file, &KubeConfigOptions::default()).await.expect("kubeconfig");
+    config.default_retry = false; // as the binary runs it
     Some(Client::try_from(config).expect("client"))
 }
 
@@ -169,6 +170,18 @@ impl Scenario {
             assert!(Instant::now() < deadline, "[{}] not done within {limit:?}; last status {:?}", self.namespace, seen.last());
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
+    }
+
+    /// Load on the Service, a controller, then the EdgeCanary: the rollout begins.
+    async fn start_rollout(&self) -> (Load, tokio::task::JoinHandle<anyhow::Result<()>>) {
+        let load = self.load().await;
+        let controller = self.controller();
+        self.create_canary().await;
+        (load, controller)
+    }
+
+    async fn until_finished(&self, limit: Duration) -> Vec<EdgeCanaryStatus> {
+        self.watch_until(limit, |s| matches!(s.phase, Phase::Promoted | Phase::RolledBack)).await
     }
 
     /// Deletes the namespace; a failed test leaves it for a look.
@@ -305,13 +318,8 @@ fn weights(seen: &[EdgeCanaryStatus]) -> Vec<u32> {
 async fn healthy_canary_walks_every_step_and_is_promoted() {
     let Some(client) = cluster().await else { return };
     let scenario = Scenario::new(&client, "promote", 0).await;
-    let load = scenario.load().await;
-    let controller = scenario.controller();
-    scenario.create_canary().await;
-
-    let seen = scenario
-        .watch_until(Duration::from_secs(600), |s| matches!(s.phase, Phase::Promoted | Phase::RolledBack))
-        .await;
+    let (load, controller) = scenario.start_rollout().await;
+    let seen = scenario.until_finished(Duration::from_secs(600)).await;
     eprintln!("load: {}", load.summary());
     let last = seen.last().unwrap();
     assert_eq!(last.phase, Phase::Promoted, "{:?}", last.message);
@@ -333,13 +341,8 @@ async fn healthy_canary_walks_every_step_and_is_promoted() {
 async fn failing_canary_is_rolled_back_within_one_step() {
     let Some(client) = cluster().await else { return };
     let scenario = Scenario::new(&client, "rollback", 100).await;
-    let load = scenario.load().await;
-    let controller = scenario.controller();
-    scenario.create_canary().await;
-
-    let seen = scenario
-        .watch_until(Duration::from_secs(300), |s| matches!(s.phase, Phase::Promoted | Phase::RolledBack))
-        .await;
+    let (load, controller) = scenario.start_rollout().await;
+    let seen = scenario.until_finished(Duration::from_secs(300)).await;
     eprintln!("load: {}", load.summary());
     let last = seen.last().unwrap();
     assert_eq!(last.phase, Phase::RolledBack, "{:?}", last.message);
@@ -364,10 +367,7 @@ async fn failing_canary_is_rolled_back_within_one_step() {
 async fn restarted_controller_resumes_from_status() {
     let Some(client) = cluster().await else { return };
     let scenario = Scenario::new(&client, "restart", 0).await;
-    let load = scenario.load().await;
-    let first = scenario.controller();
-    scenario.create_canary().await;
-
+    let (load, first) = scenario.start_rollout().await;
     scenario.watch_until(Duration::from_secs(300), |s| s.current_step >= 1).await;
     first.abort();
     let _ = first.await;
@@ -380,9 +380,7 @@ async fn restarted_controller_resumes_from_status() {
     assert_eq!(idle.current_step, at_restart.current_step);
 
     let second = scenario.controller();
-    let seen = scenario
-        .watch_until(Duration::from_secs(600), |s| matches!(s.phase, Phase::Promoted | Phase::RolledBack))
-        .await;
+    let seen = scenario.until_finished(Duration::from_secs(600)).await;
     eprintln!("load: {}", load.summary());
     assert_eq!(seen.last().unwrap().phase, Phase::Promoted);
     let min_step = seen.iter().map(|s| s.current_step).min().unwrap();

@@ -63,6 +63,11 @@ async fn main() -> Result<()> {
                 }
                 None => Config::infer().await.context("no in-cluster config and no kubeconfig")?,
             };
+            let mut config = config;
+            // kube retries 429/503 by itself for minutes; a pass stuck that long could still
+            // write after this replica lost the Lease. Fail fast instead: the pass is retried
+            // after 5 s, and the leadership check comes first again.
+            config.default_retry = false;
             let lease_namespace = lease_namespace
                 .or_else(|| std::env::var("POD_NAMESPACE").ok())
                 .unwrap_or_else(|| config.default_namespace.clone());
