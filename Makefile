@@ -5,7 +5,7 @@ WASM_TARGET := wasm32-wasip1
 EXAMPLES := hello edge-function hostile
 PREFIX ?= /usr/local
 
-.PHONY: all setup build wasm images test unit-test demo bench install uninstall clean
+.PHONY: all setup build wasm images test unit-test e2e-canary demo bench install uninstall clean
 
 all: build wasm images
 
@@ -40,6 +40,10 @@ test: build wasm images
 	$(CARGO) test --release --lib --bins
 	$(CARGO) test --manifest-path examples/edge-function/Cargo.toml
 	$(CARGO) test --release --test '*' -- --test-threads=2
+
+# Canary controller against a running cluster: CSW_E2E_KUBECONFIG=path make e2e-canary
+e2e-canary: build
+	$(CARGO) test --release --test e2e_canary -- --nocapture --test-threads=1
 
 demo: build wasm images
 	@bash scripts/demo.sh
