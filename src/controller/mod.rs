@@ -103,10 +103,16 @@ pub async fn run(client: Client, settings: Settings, shutdown_on_signal: bool) -
     if shutdown_on_signal {
         controller = controller.shutdown_on_signal();
     }
-    // Fail at once, and say why, when the API server or the CRD is not there.
-    canaries.list(&kube::api::ListParams::default().limit(1)).await.map_err(|error| {
-        anyhow::anyhow!("cannot list edgecanaries.wasmedge.io ({error}); is k8s/controller/crd.yaml applied?")
-    })?;
+    // Not ready (/readyz) until the API server answers and knows the CRD; say which is missing.
+    while let Err(error) = canaries.list(&kube::api::ListParams::default().limit(1)).await {
+        match &error {
+            kube::Error::Api(status) if status.code == 404 => {
+                tracing::warn!("edgecanaries.wasmedge.io is not served: apply k8s/controller/crd.yaml")
+            }
+            _ => tracing::warn!(%error, "cannot list edgecanaries.wasmedge.io; retrying"),
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    }
     metrics.ready.store(true, Ordering::Relaxed);
     controller
         .run(reconcile, error_policy, context)
