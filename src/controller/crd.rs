@@ -12,6 +12,8 @@ use super::window::PodWindow;
 /// A canary rollout of one edge function: `canaryDeployment` takes a growing share of the pods
 /// behind `service` (weight = replica ratio), step by step, while its own `/metrics` stay
 /// healthy; at 100 % the stable Deployment takes the canary's pod template.
+// Two printer columns share `type_ = "number"`, which clippy takes for a repeated attribute.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[kube(
     group = "wasmedge.io",
@@ -288,7 +290,8 @@ mod tests {
     #[test]
     fn validation_names_the_field() {
         let base = EdgeCanarySpec::with_defaults("fn", "fn-v1", "fn-v2", 10);
-        let cases: Vec<(Box<dyn Fn(&mut EdgeCanarySpec)>, &str)> = vec![
+        type Change = Box<dyn Fn(&mut EdgeCanarySpec)>;
+        let cases: Vec<(Change, &str)> = vec![
             (Box::new(|s| s.total_replicas = 1), "totalReplicas"),
             (Box::new(|s| s.steps = vec![10, 30]), "must end with 100"),
             (Box::new(|s| s.steps = vec![100]), "at least one weight"),

@@ -57,6 +57,8 @@ struct Harness {
     client: Client,
     context: Arc<Context>,
     metrics_port: u16,
+    /// Holds `metrics_port` on 127.0.0.1 so that no other test is handed the same port.
+    _port_guard: std::net::TcpListener,
     pods: BTreeMap<String, Pod>,
     /// What each pod IP answers on /metrics; absent: 500.
     pages: Arc<Mutex<BTreeMap<Ipv4Addr, String>>>,
@@ -74,14 +76,14 @@ impl Harness {
         .await;
         let client = Client::try_from(Config::new(format!("http://{api_addr}").parse().unwrap())).unwrap();
         // Any free port: every fake pod listens on it, each on its own address.
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let metrics_port = probe.local_addr().unwrap().port();
-        drop(probe);
+        let port_guard = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let metrics_port = port_guard.local_addr().unwrap().port();
         let mut harness = Harness {
             api,
             context: context(&client),
             client,
             metrics_port,
+            _port_guard: port_guard,
             pods: BTreeMap::new(),
             pages: Arc::new(Mutex::new(BTreeMap::new())),
             next_ip: 2,
