@@ -307,7 +307,8 @@ impl Drop for Load {
 fn weights(seen: &[EdgeCanaryStatus]) -> Vec<u32> {
     let mut out: Vec<u32> = Vec::new();
     for status in seen {
-        if status.phase != Phase::Failed && out.last() != Some(&status.desired_weight) {
+        // Before the controller's first write the status is empty: no weight yet.
+        if status.stable_version.is_some() && status.phase != Phase::Failed && out.last() != Some(&status.desired_weight) {
             out.push(status.desired_weight);
         }
     }

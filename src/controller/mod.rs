@@ -56,10 +56,12 @@ pub async fn run(client: Client, settings: Settings, shutdown_on_signal: bool) -
         None => Leadership::always(),
         Some(_) => Leadership::default(),
     };
-    let mut background = Vec::new();
+    // Ended with `run`, also when its future is dropped: a stopped controller must not go on
+    // renewing the Lease.
+    let mut background = AbortOnDrop(Vec::new());
     if let Some(addr) = settings.metrics_addr {
         let metrics = metrics.clone();
-        background.push(tokio::spawn(async move {
+        background.0.push(tokio::spawn(async move {
             if let Err(error) = telemetry::serve(addr, metrics).await {
                 tracing::error!(%error, "metrics endpoint stopped");
             }
@@ -67,11 +69,11 @@ pub async fn run(client: Client, settings: Settings, shutdown_on_signal: bool) -
     }
     if let Some((namespace, name)) = settings.lease.clone() {
         let (client, identity, leadership) = (client.clone(), settings.identity.clone(), leadership.clone());
-        background.push(tokio::spawn(async move { lease::hold_lease(client, &namespace, &name, &identity, leadership).await }));
+        background.0.push(tokio::spawn(async move { lease::hold_lease(client, &namespace, &name, &identity, leadership).await }));
     }
     {
         let (leadership, metrics) = (leadership.clone(), metrics.clone());
-        background.push(tokio::spawn(async move {
+        background.0.push(tokio::spawn(async move {
             loop {
                 metrics.leader.set(leadership.is_leader() as i64);
                 tokio::time::sleep(std::time::Duration::from_secs(1)).await;
@@ -122,8 +124,16 @@ pub async fn run(client: Client, settings: Settings, shutdown_on_signal: bool) -
             }
         })
         .await;
-    for task in background {
-        task.abort();
-    }
+    drop(background);
     Ok(())
+}
+
+struct AbortOnDrop(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
 }
