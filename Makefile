@@ -5,7 +5,7 @@ WASM_TARGET := wasm32-wasip1
 EXAMPLES := hello edge-function hostile
 PREFIX ?= /usr/local
 
-.PHONY: all setup build wasm images k8s-images test test-node unit-test e2e demo bench bench-k8s native-bench-server soak fuzz install uninstall clean
+.PHONY: all setup build wasm images k8s-images test test-node unit-test e2e e2e-canary demo bench bench-k8s native-bench-server soak fuzz install uninstall clean
 
 all: build wasm images
 
@@ -53,6 +53,10 @@ test-node: build wasm images
 # End to end on a real one-node Kubernetes cluster, made and removed by the run (README, E2E).
 e2e: build wasm images
 	@bash scripts/k8s-e2e.sh
+
+# Canary controller against a running cluster: CSW_E2E_KUBECONFIG=path make e2e-canary
+e2e-canary: build
+	$(CARGO) test --release --test e2e_canary -- --nocapture --test-threads=1
 
 demo: build wasm images
 	@bash scripts/demo.sh
