@@ -72,8 +72,14 @@ pub async fn reconcile(canary_resource: Arc<EdgeCanary>, ctx: Arc<Context>) -> R
     if !ctx.leadership.is_leader() {
         return Ok(Action::requeue(Duration::from_secs(5)));
     }
-    let ec = canary_resource.as_ref();
-    let namespace = ec.namespace().unwrap_or_else(|| "default".to_string());
+    let namespace = canary_resource.namespace().unwrap_or_else(|| "default".to_string());
+    // The cached object can lag behind our own last status write; judging a step from an
+    // older status could repeat or undo it. One GET per pass reads what we wrote.
+    let canaries: Api<EdgeCanary> = Api::namespaced(ctx.client.clone(), &namespace);
+    let Some(fresh) = canaries.get_opt(&canary_resource.name_any()).await? else {
+        return Ok(Action::await_change());
+    };
+    let ec = &fresh;
     let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &namespace);
     let spec = &ec.spec;
     let previous = ec.status.clone();
@@ -547,9 +553,12 @@ async fn finish(
 ) -> Result<(), Error> {
     if previous != Some(&status) {
         let api: Api<EdgeCanary> = Api::namespaced(ctx.client.clone(), &ec.namespace().unwrap_or_default());
+        // With the resourceVersion we read, a write based on an outdated status fails (409)
+        // instead of overwriting a newer one.
         let patch = Patch::Apply(json!({
             "apiVersion": EdgeCanary::api_version(&()),
             "kind": EdgeCanary::kind(&()),
+            "metadata": { "resourceVersion": ec.resource_version() },
             "status": status,
         }));
         api.patch_status(&ec.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &patch).await?;
