@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 
 use super::crd::{EdgeCanary, EdgeCanaryStatus, Phase};
 use super::lease::Leadership;
-use super::reconcile::{reconcile, Context};
+use super::reconcile::{apply_merge_patch, reconcile, Context};
 use super::scrape::Scraper;
 use super::telemetry::Metrics;
 
@@ -334,23 +334,6 @@ fn handle(api: &Mutex<Api>, method: Method, path: &str, body: Value) -> (StatusC
         }
         _ => not_found(),
     }
-}
-
-fn apply_merge_patch(mut target: Value, patch: &Value) -> Value {
-    let Value::Object(members) = patch else { return patch.clone() };
-    if !target.is_object() {
-        target = json!({});
-    }
-    let object = target.as_object_mut().unwrap();
-    for (key, value) in members {
-        if value.is_null() {
-            object.remove(key);
-        } else {
-            let old = object.remove(key).unwrap_or(Value::Null);
-            object.insert(key.clone(), apply_merge_patch(old, value));
-        }
-    }
-    target
 }
 
 enum Answer {

@@ -502,6 +502,25 @@ pub fn merge_patch(current: &Value, wanted: &Value) -> Value {
     }
 }
 
+/// RFC 7386's application of a merge patch: for tests of [`merge_patch`] and the fake API server.
+#[cfg(test)]
+pub(super) fn apply_merge_patch(mut target: Value, patch: &Value) -> Value {
+    let Value::Object(members) = patch else { return patch.clone() };
+    if !target.is_object() {
+        target = json!({});
+    }
+    let object = target.as_object_mut().unwrap();
+    for (key, value) in members {
+        if value.is_null() {
+            object.remove(key);
+        } else {
+            let old = object.remove(key).unwrap_or(Value::Null);
+            object.insert(key.clone(), apply_merge_patch(old, value));
+        }
+    }
+    target
+}
+
 fn set_condition(status: &mut EdgeCanaryStatus, type_: &str, ok: bool, reason: &str, message: &str, generation: Option<i64>) {
     let value = if ok { "True" } else { "False" };
     let transition = status
@@ -629,24 +648,6 @@ mod tests {
         let patch = merge_patch(&current, &wanted);
         assert_eq!(patch, json!({"b": {"x": 5, "z": 3}, "c": [2], "d": null}));
         assert_eq!(apply_merge_patch(current, &patch), wanted);
-    }
-
-    /// RFC 7386's application, to check the diff against.
-    fn apply_merge_patch(mut target: Value, patch: &Value) -> Value {
-        let Value::Object(members) = patch else { return patch.clone() };
-        if !target.is_object() {
-            target = json!({});
-        }
-        let object = target.as_object_mut().unwrap();
-        for (key, value) in members {
-            if value.is_null() {
-                object.remove(key);
-            } else {
-                let old = object.remove(key).unwrap_or(Value::Null);
-                object.insert(key.clone(), apply_merge_patch(old, value));
-            }
-        }
-        target
     }
 
     #[test]
