@@ -4,6 +4,7 @@
 //! roll out at once, their pods appear and vanish, and every pod answers some requests.
 
 use std::collections::BTreeMap;
+use std::convert::Infallible;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
@@ -17,7 +18,7 @@ use serde_json::{json, Value};
 
 use super::crd::{EdgeCanary, EdgeCanaryStatus, Phase};
 use super::lease::Leadership;
-use super::reconcile::{reconcile, Context};
+use super::reconcile::{apply_merge_patch, reconcile, Context};
 use super::scrape::Scraper;
 use super::telemetry::Metrics;
 
@@ -38,7 +39,10 @@ struct Api {
     deployments: BTreeMap<String, Value>,
     canary: Value,
     slices: Vec<Value>,
-    events: Vec<(String, String)>,
+    /// (reason, note, reporting instance) of each Event.
+    events: Vec<(String, String, String)>,
+    lease: Option<Value>,
+    lease_version: u64,
     /// Answer 500 to status writes (the API server failing for a while; not 503, which the
     /// client retries for minutes by itself).
     refuse_status: bool,
@@ -71,7 +75,15 @@ impl Harness {
         let api = Arc::new(Mutex::new(Api::default()));
         let api_addr = serve(SocketAddr::from(([127, 0, 0, 1], 0)), {
             let api = api.clone();
-            move |method, path, body| handle(&api, method, &path, body)
+            move |method, path, query: String, body| {
+                // Watches stay open without events: the passes come from requeues.
+                if query.contains("watch=true") {
+                    Answer::Hang
+                } else {
+                    let (status, text) = handle(&api, method, &path, body);
+                    Answer::Once(status, text)
+                }
+            }
         })
         .await;
         let client = Client::try_from(Config::new(format!("http://{api_addr}").parse().unwrap())).unwrap();
@@ -95,7 +107,7 @@ impl Harness {
             api.deployments.insert("fn-canary".into(), deployment("fn-canary", "canary", "v2", 0));
             api.canary = json!({
                 "apiVersion": "wasmedge.io/v1alpha1", "kind": "EdgeCanary",
-                "metadata": {"name": "fn", "namespace": NS, "generation": 1, "uid": "u-1"},
+                "metadata": {"name": "fn", "namespace": NS, "generation": 1, "uid": "u-1", "resourceVersion": "1"},
                 "spec": {"service": "fn", "stableDeployment": "fn-stable", "canaryDeployment": "fn-canary",
                          "totalReplicas": 10, "stepSeconds": 1, "metricsPort": metrics_port}
             });
@@ -122,7 +134,7 @@ impl Harness {
     }
 
     fn event_reasons(&self) -> Vec<String> {
-        self.api.lock().unwrap().events.iter().map(|(reason, _)| reason.clone()).collect()
+        self.api.lock().unwrap().events.iter().map(|(reason, _, _)| reason.clone()).collect()
     }
 
     /// Passes (a quarter step apart) until `done`; returns each status after a pass.
@@ -163,10 +175,10 @@ impl Harness {
                 let ip = Ipv4Addr::new(127, 0, 0, self.next_ip);
                 self.next_ip += 1;
                 let pages = self.pages.clone();
-                serve(SocketAddr::new(IpAddr::V4(ip), self.metrics_port), move |_, _, _| {
+                serve(SocketAddr::new(IpAddr::V4(ip), self.metrics_port), move |_, _, _, _| {
                     match pages.lock().unwrap().get(&ip) {
-                        Some(page) => (StatusCode::OK, page.clone()),
-                        None => (StatusCode::INTERNAL_SERVER_ERROR, String::new()),
+                        Some(page) => Answer::Once(StatusCode::OK, page.clone()),
+                        None => Answer::Once(StatusCode::INTERNAL_SERVER_ERROR, String::new()),
                     }
                 })
                 .await;
@@ -276,40 +288,65 @@ fn handle(api: &Mutex<Api>, method: Method, path: &str, body: Value) -> (StatusC
                                     "code": 500, "message": "etcdserver: leader changed"});
                 return (StatusCode::INTERNAL_SERVER_ERROR, status.to_string());
             }
+            let current = api.canary["metadata"]["resourceVersion"].as_str().unwrap_or("1").to_string();
+            if body["metadata"]["resourceVersion"].as_str().is_some_and(|rv| rv != current) {
+                let status = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Conflict",
+                                    "code": 409, "message": "the object has been modified"});
+                return (StatusCode::CONFLICT, status.to_string());
+            }
             api.canary["status"] = body["status"].clone();
+            api.canary["metadata"]["resourceVersion"] = json!((current.parse::<u64>().unwrap_or(1) + 1).to_string());
             (StatusCode::OK, api.canary.to_string())
         }
+        (Method::GET, ["apis", "wasmedge.io", "v1alpha1", "namespaces", NS, "edgecanaries", "fn"]) => {
+            (StatusCode::OK, api.canary.to_string())
+        }
+        (Method::GET, ["apis", "wasmedge.io", "v1alpha1", "namespaces", NS, "edgecanaries"]) => {
+            let list = json!({"apiVersion": "wasmedge.io/v1alpha1", "kind": "EdgeCanaryList",
+                              "metadata": {"resourceVersion": "1"}, "items": [api.canary]});
+            (StatusCode::OK, list.to_string())
+        }
+        (Method::GET, ["apis", "coordination.k8s.io", "v1", "namespaces", NS, "leases", _]) => match &api.lease {
+            Some(lease) => (StatusCode::OK, lease.to_string()),
+            None => not_found(),
+        },
+        (Method::POST | Method::PUT, ["apis", "coordination.k8s.io", "v1", "namespaces", NS, "leases", ..]) => {
+            // Create only when there is none, replace only the version read: like the API server.
+            let conflict = match &api.lease {
+                None => false,
+                Some(current) => body["metadata"]["resourceVersion"] != current["metadata"]["resourceVersion"],
+            };
+            if conflict {
+                let status = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Conflict",
+                                    "code": 409, "message": "the object has been modified"});
+                return (StatusCode::CONFLICT, status.to_string());
+            }
+            api.lease_version += 1;
+            let mut lease = body.clone();
+            lease["metadata"]["resourceVersion"] = json!(api.lease_version.to_string());
+            api.lease = Some(lease.clone());
+            (StatusCode::OK, lease.to_string())
+        }
         (Method::POST | Method::PATCH, ["apis", "events.k8s.io", "v1", "namespaces", NS, "events", ..]) => {
-            let reason = body["reason"].as_str().unwrap_or_default().to_string();
-            let note = body["note"].as_str().unwrap_or_default().to_string();
-            api.events.push((reason, note));
+            let text = |key: &str| body[key].as_str().unwrap_or_default().to_string();
+            api.events.push((text("reason"), text("note"), text("reportingInstance")));
             (StatusCode::CREATED, body.to_string())
         }
         _ => not_found(),
     }
 }
 
-fn apply_merge_patch(mut target: Value, patch: &Value) -> Value {
-    let Value::Object(members) = patch else { return patch.clone() };
-    if !target.is_object() {
-        target = json!({});
-    }
-    let object = target.as_object_mut().unwrap();
-    for (key, value) in members {
-        if value.is_null() {
-            object.remove(key);
-        } else {
-            let old = object.remove(key).unwrap_or(Value::Null);
-            object.insert(key.clone(), apply_merge_patch(old, value));
-        }
-    }
-    target
+enum Answer {
+    Once(StatusCode, String),
+    /// 200 and a body that never ends (a watch without events).
+    Hang,
 }
 
-/// A tiny HTTP server answering through `answer(method, path, json body)`; returns its address.
+/// A tiny HTTP server answering through `answer(method, path, query, json body)`; returns its
+/// address.
 async fn serve<F>(addr: SocketAddr, answer: F) -> SocketAddr
 where
-    F: Fn(Method, String, Value) -> (StatusCode, String) + Send + Sync + 'static,
+    F: Fn(Method, String, String, Value) -> Answer + Send + Sync + 'static,
 {
     let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
     let local = listener.local_addr().unwrap();
@@ -324,15 +361,22 @@ where
                     async move {
                         let method = request.method().clone();
                         let path = request.uri().path().to_string();
+                        let query = request.uri().query().unwrap_or_default().to_string();
                         let bytes = request.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
                         let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-                        let (status, text) = answer(method, path, body);
+                        let (status, body) = match answer(method, path, query, body) {
+                            Answer::Once(status, text) => (status, Full::new(Bytes::from(text)).boxed()),
+                            Answer::Hang => {
+                                let never = futures::stream::pending::<Result<hyper::body::Frame<Bytes>, Infallible>>();
+                                (StatusCode::OK, http_body_util::StreamBody::new(never).boxed())
+                            }
+                        };
                         let response = Response::builder()
                             .status(status)
                             .header("content-type", "application/json")
-                            .body(Full::new(Bytes::from(text)))
+                            .body(body)
                             .unwrap();
-                        Ok::<_, std::convert::Infallible>(response)
+                        Ok::<_, Infallible>(response)
                     }
                 });
                 let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
@@ -467,4 +511,31 @@ async fn without_auto_promote_it_pauses_before_100_until_told() {
     h.run_until(|s| s.phase == Phase::Promoted).await;
     assert!(h.event_reasons().contains(&"Paused".to_string()));
     assert_eq!(h.deployment("fn-stable")["spec"]["template"]["metadata"]["annotations"]["wasmedge.io/version"], "v2");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_running_controllers_one_leader() {
+    let mut h = Harness::new(HEALTHY).await;
+    let settings = |identity: &str| super::Settings {
+        namespace: Some(NS.to_string()),
+        metrics_addr: None,
+        lease: Some((NS.to_string(), "wasm-weight-controller".to_string())),
+        identity: identity.to_string(),
+    };
+    let a = tokio::spawn(super::run(h.client.clone(), settings("replica-a"), false));
+    let b = tokio::spawn(super::run(h.client.clone(), settings("replica-b"), false));
+    // The controllers run on their own (watch, requeues, Lease); the harness plays the cluster.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while h.status().phase != Phase::Promoted {
+        assert!(std::time::Instant::now() < deadline, "not promoted in 120 s: {:?}", h.status());
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        h.play_cluster().await;
+    }
+    let holder = h.api.lock().unwrap().lease.as_ref().unwrap()["spec"]["holderIdentity"].as_str().unwrap().to_string();
+    assert!(holder == "replica-a" || holder == "replica-b", "{holder}");
+    let events = h.api.lock().unwrap().events.clone();
+    assert!(events.iter().all(|(_, _, instance)| *instance == holder), "{events:?}");
+    assert_eq!(h.event_reasons(), vec!["RolloutStarted", "StepAdvanced", "StepAdvanced", "Promoting", "Promoted"]);
+    a.abort();
+    b.abort();
 }

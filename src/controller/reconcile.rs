@@ -72,8 +72,14 @@ pub async fn reconcile(canary_resource: Arc<EdgeCanary>, ctx: Arc<Context>) -> R
     if !ctx.leadership.is_leader() {
         return Ok(Action::requeue(Duration::from_secs(5)));
     }
-    let ec = canary_resource.as_ref();
-    let namespace = ec.namespace().unwrap_or_else(|| "default".to_string());
+    let namespace = canary_resource.namespace().unwrap_or_else(|| "default".to_string());
+    // The cached object can lag behind our own last status write; judging a step from an
+    // older status could repeat or undo it. One GET per pass reads what we wrote.
+    let canaries: Api<EdgeCanary> = Api::namespaced(ctx.client.clone(), &namespace);
+    let Some(fresh) = canaries.get_opt(&canary_resource.name_any()).await? else {
+        return Ok(Action::await_change());
+    };
+    let ec = &fresh;
     let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &namespace);
     let spec = &ec.spec;
     let previous = ec.status.clone();
@@ -496,6 +502,25 @@ pub fn merge_patch(current: &Value, wanted: &Value) -> Value {
     }
 }
 
+/// RFC 7386's application of a merge patch: for tests of [`merge_patch`] and the fake API server.
+#[cfg(test)]
+pub(super) fn apply_merge_patch(mut target: Value, patch: &Value) -> Value {
+    let Value::Object(members) = patch else { return patch.clone() };
+    if !target.is_object() {
+        target = json!({});
+    }
+    let object = target.as_object_mut().unwrap();
+    for (key, value) in members {
+        if value.is_null() {
+            object.remove(key);
+        } else {
+            let old = object.remove(key).unwrap_or(Value::Null);
+            object.insert(key.clone(), apply_merge_patch(old, value));
+        }
+    }
+    target
+}
+
 fn set_condition(status: &mut EdgeCanaryStatus, type_: &str, ok: bool, reason: &str, message: &str, generation: Option<i64>) {
     let value = if ok { "True" } else { "False" };
     let transition = status
@@ -547,9 +572,12 @@ async fn finish(
 ) -> Result<(), Error> {
     if previous != Some(&status) {
         let api: Api<EdgeCanary> = Api::namespaced(ctx.client.clone(), &ec.namespace().unwrap_or_default());
+        // With the resourceVersion we read, a write based on an outdated status fails (409)
+        // instead of overwriting a newer one.
         let patch = Patch::Apply(json!({
             "apiVersion": EdgeCanary::api_version(&()),
             "kind": EdgeCanary::kind(&()),
+            "metadata": { "resourceVersion": ec.resource_version() },
             "status": status,
         }));
         api.patch_status(&ec.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &patch).await?;
@@ -620,24 +648,6 @@ mod tests {
         let patch = merge_patch(&current, &wanted);
         assert_eq!(patch, json!({"b": {"x": 5, "z": 3}, "c": [2], "d": null}));
         assert_eq!(apply_merge_patch(current, &patch), wanted);
-    }
-
-    /// RFC 7386's application, to check the diff against.
-    fn apply_merge_patch(mut target: Value, patch: &Value) -> Value {
-        let Value::Object(members) = patch else { return patch.clone() };
-        if !target.is_object() {
-            target = json!({});
-        }
-        let object = target.as_object_mut().unwrap();
-        for (key, value) in members {
-            if value.is_null() {
-                object.remove(key);
-            } else {
-                let old = object.remove(key).unwrap_or(Value::Null);
-                object.insert(key.clone(), apply_merge_patch(old, value));
-            }
-        }
-        target
     }
 
     #[test]
