@@ -234,12 +234,25 @@ case_delete() {
   ok "no shim state left in /run/containerd/wasmedge/k8s.io, no shim socket in /run/containerd/s"
 }
 
+# --- canary: the weight controller's rollouts on this cluster (tests/e2e_canary.rs) -------------
+case_canary() {
+  local bin
+  bin=$(cargo test --release --test e2e_canary --no-run --message-format=json 2>/dev/null \
+    | jq -r 'select(.executable != null and .target.name == "e2e_canary") | .executable' | tail -n 1)
+  [ -x "$bin" ] || die "the e2e_canary test binary did not build"
+  kc apply -f k8s/runtimeclass.yaml >/dev/null
+  # In the node's network namespace: the controller scrapes pod IPs, the load goes to the ClusterIP.
+  k8s_netns_exec env CSW_E2E_KUBECONFIG="$D/pki/admin.kubeconfig" CSW_E2E_IMAGE=localhost/edge-function:v1 \
+    "$bin" --nocapture --test-threads=1 || die "canary rollouts failed"
+}
+
 run_case apply case_apply
 run_case job-exit-code case_job_exit_code
 run_case bad-annotation case_bad_annotation
 run_case service case_service
 run_case http case_http
 run_case installer case_installer
+run_case canary case_canary
 run_case bench case_bench
 run_case delete case_delete
 

@@ -209,10 +209,20 @@ sed -e "s|@DIR@|$C|g" -e "s|@CNI_BIN_DIR@|/usr/lib/cni|" -e "s|@PAUSE_IMAGE@|loc
 containerd --config "$C/config.toml" config dump > "$C/effective.toml"
 target/release/containerd-wasmedge-config --effective "$C/effective.toml" \
   --runtime runtime-config/wasmedge-runtime.toml --out "$C/conf.d/wasmedge.toml"
+# The test node's admin allows the edge function's fault-injection variables (canary e2e) on
+# top of edge-moderate, the default ceiling.
 cat > "$D/shim-config.toml" <<EOF
 aot_cache_dir = "$D/aot-cache"
 aot_cache_max_bytes = 1073741824
 policy_dir = "$D/policies"
+
+[ceiling]
+maxMemoryPages = 512
+executionTimeoutMs = 30000
+allowedHosts = ["api.example.com", "cdn.example.com"]
+allowedEnvVars = ["APP_MODE", "REGION", "LOG_LEVEL", "FAILURE_PERCENT", "DELAY_MS"]
+allowedDirs = [{ hostPath = "/app/config", guestPath = "/config", readonly = true }, { hostPath = "/app/cache", guestPath = "/cache", readonly = false }]
+maxNetworkRequests = 200
 EOF
 cat > "$C/cni/conf/10-csw-k8s.conflist" <<EOF
 {
