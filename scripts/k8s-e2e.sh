@@ -59,7 +59,11 @@ run_case() { # NAME FUNCTION
 
 # --- 1. kubectl apply -f k8s/, wasm pods Running and Ready, logs, RuntimeClass ---------------
 case_apply() {
-  # Every manifest in k8s/ is valid against this API server.
+  # Every manifest in k8s/ is valid against this API server; the controller's namespace and
+  # CRD first, as on a real cluster, so that its namespaced objects and the example EdgeCanary
+  # can be checked.
+  kc apply -f k8s/controller/namespace.yaml -f k8s/controller/crd.yaml
+  kc wait --for condition=established --timeout=60s crd/edgecanaries.wasmedge.io
   kc apply --dry-run=server -R -f k8s/ >/dev/null
   ok "kubectl apply --dry-run=server -R -f k8s/ accepted every manifest"
   kc apply -f k8s/runtimeclass.yaml -f k8s/policy-configmap.yaml
