@@ -221,7 +221,7 @@ fn deployment(name: &str, track: &str, version: &str, replicas: i32, failure_per
                         "imagePullPolicy": "Never",
                         "env": [{"name": "FAILURE_PERCENT", "value": failure_percent.to_string()}],
                         "ports": [{"name": "http", "containerPort": 8080}],
-                        "readinessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 2}
+                        "readinessProbe": {"httpGet": {"path": "/ready", "port": 8080}, "periodSeconds": 1}
                     }]
                 }
             }
