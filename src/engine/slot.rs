@@ -108,7 +108,6 @@ impl<'m> InstanceSlot<'m> {
     /// Creates the next request's instance now, off the request path. Returns how long it took.
     pub fn prepare(&mut self) -> Result<Duration> {
         if self.ready.is_none() {
-            self.reset_host_data(Vec::new())?;
             let started = Instant::now();
             let instance = self.store.register_active_module(self.module)?;
             self.ready = Some((instance, started.elapsed()));
@@ -121,14 +120,13 @@ impl<'m> InstanceSlot<'m> {
         let (mut instance, instance_start, prewarmed) = match self.ready.take() {
             Some((instance, took)) => (instance, took, true),
             None => {
-                self.reset_host_data(Vec::new())?;
                 let started = Instant::now();
                 let instance = self.store.register_active_module(self.module)?;
                 (instance, started.elapsed(), false)
             }
         };
-        // Fresh per-call state; a start section that ran at instantiation wrote to a ctx
-        // that is dropped here.
+        // Fresh per-call state, set once per call. Instantiation ran with the empty ctx the
+        // previous call left (no fds): a start section could not reach this request's stdio.
         self.reset_host_data(stdin)?;
         let result = match instance.get_func_mut(&self.spec.run.func) {
             Ok(mut func) => self.store.executor().call_func_with_timeout(&mut func, [], self.spec.timeout).map(|_| ()),
