@@ -22,6 +22,7 @@ use crate::engine::wasi::Preopen;
 use crate::node_config::NodeConfig;
 use crate::policy::{self, PolicySettings, WasiSandboxPolicy};
 
+pub mod bundle;
 pub mod cleanup;
 pub mod task_proxy;
 mod spec;

@@ -10,6 +10,9 @@
 //! an abstract socket instead. Every ttrpc frame is relayed unchanged, except `Task.Pids`
 //! requests, which the proxy answers itself with the task's init process, asked from the
 //! library's `State`. If `State` fails, the request goes to the library as it is.
+//!
+//! `Task.Create` also passes through here first: the proxy adjusts the bundle's spec (see
+//! [`super::bundle`]) before the library hands it to youki.
 
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
@@ -19,7 +22,7 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
 use containerd_shim_protos::protobuf::{Message, MessageField};
-use containerd_shim_protos::shim::shim::{PidsRequest, PidsResponse, StateRequest};
+use containerd_shim_protos::shim::shim::{CreateTaskRequest, PidsRequest, PidsResponse, StateRequest};
 use containerd_shim_protos::shim::shim_ttrpc::TaskClient;
 use containerd_shim_protos::ttrpc::{self, Code, Response, Status};
 use containerd_shim_protos::types::task::ProcessInfo;
@@ -115,7 +118,10 @@ fn relay(client: UnixStream, private: &SocketAddr) -> Result<()> {
     let mut client = client;
     let mut state_client: Option<TaskClient> = None;
     while let Ok(frame) = read_frame(&mut client) {
-        if let Some(pids) = pids_request(&frame) {
+        if let Some(create) = task_request::<CreateTaskRequest>(&frame, "Create") {
+            prepare_bundle(&create);
+        }
+        if let Some(pids) = task_request::<PidsRequest>(&frame, "Pids") {
             if let Some(answer) = answer_pids(&frame, &pids, private, &mut state_client) {
                 write_frame(&to_client, &answer)?;
                 continue;
@@ -128,16 +134,29 @@ fn relay(client: UnixStream, private: &SocketAddr) -> Result<()> {
     Ok(())
 }
 
-/// The `Task.Pids` request in a frame, if that is what it is.
-fn pids_request(frame: &Frame) -> Option<PidsRequest> {
+/// The `Task.<method>` request in a frame, if that is what it is.
+fn task_request<M: Message>(frame: &Frame, method: &str) -> Option<M> {
     if frame.kind != TYPE_REQUEST {
         return None;
     }
     let request = ttrpc::Request::parse_from_bytes(&frame.payload).ok()?;
-    if request.service != TASK_SERVICE || request.method != "Pids" {
+    if request.service != TASK_SERVICE || request.method != method {
         return None;
     }
-    PidsRequest::parse_from_bytes(&request.payload).ok()
+    M::parse_from_bytes(&request.payload).ok()
+}
+
+/// Adjusts the bundle before the library creates the container. A spec the proxy cannot read
+/// goes on as it is: the library then reports its own, more precise, error.
+fn prepare_bundle(create: &CreateTaskRequest) {
+    match super::bundle::prepare(std::path::Path::new(&create.bundle)) {
+        Ok(changes) => {
+            for change in changes {
+                log::info!("container {}: {change}", create.id);
+            }
+        }
+        Err(e) => log::warn!("container {}: bundle left as it is: {e:#}", create.id),
+    }
 }
 
 /// The response frame to a `Pids` request: the task's init process, from the library's `State`.
