@@ -3,7 +3,8 @@
 # built with the project's wasm-oci tool into OUT_DIR:
 #   localhost/pause:3.10 (sandbox image), localhost/busybox:host (runc baseline),
 #   localhost/hello:v1, localhost/edge-function:v1 (wasm rootfs images),
-#   localhost/containerd-shim-wasmedge-installer:dev (the node-installer DaemonSet).
+#   localhost/containerd-shim-wasmedge-installer:dev (the node-installer DaemonSet),
+#   localhost/wasm-weight-controller:dev (the canary controller's Deployment).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:?usage: k8s-images.sh OUT_DIR}
@@ -14,10 +15,14 @@ $W rootfs --name localhost/busybox:host --out "$OUT/busybox.tar" --file /bin/bus
 $W rootfs --name localhost/hello:v1 --out "$OUT/hello.tar" --module target/wasm/hello.wasm
 $W rootfs --name localhost/edge-function:v1 --out "$OUT/edge-function.tar" --module target/wasm/edge-function.wasm
 # The installer image mirrors the repo's layout under /installer, so install.sh runs unchanged.
-libs=()
-for lib in $(ldd target/release/containerd-wasmedge-config | awk '$3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }'); do
-  libs+=(--file "$lib:$lib")
-done
+shared_libs() { # BINARY -> --file arguments for the shared libraries it loads
+  local lib
+  for lib in $(ldd "$1" | awk '$3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }'); do
+    echo "--file $lib:$lib"
+  done
+}
+# shellcheck disable=SC2207
+libs=($(shared_libs target/release/containerd-wasmedge-config))
 $W rootfs --name localhost/containerd-shim-wasmedge-installer:dev --out "$OUT/installer.tar" \
   --file /bin/busybox:/bin/busybox \
   --file scripts/node-installer.sh:/installer/scripts/node-installer.sh:0755 \
@@ -28,3 +33,11 @@ $W rootfs --name localhost/containerd-shim-wasmedge-installer:dev --out "$OUT/in
   --file runtime-config/node-config.toml:/installer/runtime-config/node-config.toml \
   "${libs[@]}" \
   --entrypoint /bin/busybox --entrypoint sh --entrypoint /installer/scripts/node-installer.sh
+# The controller: its binary and the libraries it loads, nothing else (it runs as uid 65532
+# on a read-only root filesystem; the in-cluster config comes from the ServiceAccount).
+# shellcheck disable=SC2207
+libs=($(shared_libs target/release/wasm-weight-controller))
+$W rootfs --name localhost/wasm-weight-controller:dev --out "$OUT/wasm-weight-controller.tar" \
+  --file target/release/wasm-weight-controller:/usr/local/bin/wasm-weight-controller:0755 \
+  "${libs[@]}" \
+  --entrypoint /usr/local/bin/wasm-weight-controller

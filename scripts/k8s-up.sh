@@ -20,7 +20,7 @@ D=$K8S_E2E_DIR
 T0=$(date +%s.%N)
 
 [ "$(id -u)" = 0 ] || { echo "k8s-up.sh must run as root" >&2; exit 1; }
-for f in target/release/containerd-shim-wasmedge-v1 target/release/wasm-oci target/release/containerd-wasmedge-config target/images/pause target/wasm/hello.wasm target/wasm/edge-function.wasm; do
+for f in target/release/containerd-shim-wasmedge-v1 target/release/wasm-oci target/release/containerd-wasmedge-config target/release/wasm-weight-controller target/images/pause target/wasm/hello.wasm target/wasm/edge-function.wasm; do
   [ -e "$f" ] || { echo "$f missing: run \`make build wasm images\` first" >&2; exit 1; }
 done
 for c in ip nsenter unshare openssl iptables containerd ctr /usr/lib/cni/bridge /bin/busybox; do

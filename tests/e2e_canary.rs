@@ -7,6 +7,10 @@
 //! - `CSW_E2E_IMAGE`: the example edge function's image, already on the node
 //!   (default `localhost/edge-function:latest`; `imagePullPolicy: Never`).
 //! - `CSW_E2E_TOTAL`: total replicas (default 10, the smallest with exact 10/30/50 % steps).
+//! - `CSW_E2E_APISERVER_PID`: the kube-apiserver's pid on this machine; the API-outage test
+//!   stops it for a while (skipped without it).
+//! - `CSW_E2E_CONTROLLER_IMAGE`: the controller's image, already on the node; the in-cluster
+//!   test deploys `k8s/controller/` with it (default: the image the manifest names).
 //!
 //! Each test works in a namespace of its own and deletes it afterwards.
 
@@ -22,9 +26,12 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client as HttpClient;
 use hyper_util::rt::TokioExecutor;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Namespace, Service};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
+use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, DynamicObject, ListParams, LogParams, Patch, PatchParams, PostParams};
+use kube::core::GroupVersionKind;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config, CustomResourceExt};
 use serde_json::json;
@@ -178,6 +185,15 @@ impl Scenario {
         let controller = self.controller();
         self.create_canary().await;
         (load, controller)
+    }
+
+    /// The reasons of the Events about the EdgeCanary, oldest first.
+    async fn event_reasons(&self) -> Vec<String> {
+        let events: Api<Event> = Api::namespaced(self.client.clone(), &self.namespace);
+        let mut list = events.list(&ListParams::default()).await.expect("listing Events").items;
+        list.retain(|e| e.regarding.as_ref().and_then(|r| r.kind.as_deref()) == Some("EdgeCanary"));
+        list.sort_by_key(|e| e.event_time.clone().map(|t| t.0));
+        list.into_iter().filter_map(|e| e.reason).collect()
     }
 
     async fn until_finished(&self, limit: Duration) -> Vec<EdgeCanaryStatus> {
@@ -389,4 +405,178 @@ async fn restarted_controller_resumes_from_status() {
     second.abort();
     drop(load);
     scenario.delete().await;
+}
+
+/// The kube-apiserver stopped (SIGSTOP) while the guard lives: requests hang, as when the
+/// API server or the network to it is gone; continued when dropped, also on a failed assert.
+struct ApiServerStopped(nix::unistd::Pid);
+
+impl ApiServerStopped {
+    fn stop(pid: i32) -> ApiServerStopped {
+        let pid = nix::unistd::Pid::from_raw(pid);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).expect("stopping the kube-apiserver");
+        ApiServerStopped(pid)
+    }
+}
+
+impl Drop for ApiServerStopped {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(self.0, nix::sys::signal::Signal::SIGCONT);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn api_server_outage_mid_rollout_changes_no_decision() {
+    let Some(client) = cluster().await else { return };
+    let Some(apiserver) = std::env::var("CSW_E2E_APISERVER_PID").ok().and_then(|p| p.parse::<i32>().ok()) else {
+        eprintln!("skipped: set CSW_E2E_APISERVER_PID to stop the kube-apiserver mid-rollout");
+        return;
+    };
+    let scenario = Scenario::new(&client, "outage", 0).await;
+    let (load, controller) = scenario.start_rollout().await;
+    let mut seen = scenario.watch_until(Duration::from_secs(300), |s| s.current_step >= 1).await;
+    let before = seen.last().unwrap().clone();
+    // Longer than the Lease (15 s) and than the controller may act without renewing it (10 s),
+    // shorter than the node's grace period (kubelet's own lease, 40 s).
+    let outage = Duration::from_secs(25);
+    eprintln!("[{}] kube-apiserver (pid {apiserver}) stopped for {outage:?} at step {}", scenario.namespace, before.current_step);
+    {
+        let _stopped = ApiServerStopped::stop(apiserver);
+        tokio::time::sleep(outage).await;
+    }
+    seen.extend(scenario.until_finished(Duration::from_secs(600)).await);
+    eprintln!("load: {}", load.summary());
+    // A healthy canary stays healthy through the outage: no rollback, no step skipped or
+    // repeated, no step back; it ends promoted.
+    assert!(seen.iter().all(|s| s.phase != Phase::RolledBack), "rolled back: {seen:?}");
+    assert_eq!(weights(&seen), vec![10, 30, 50, 100]);
+    assert!(seen.windows(2).all(|w| w[1].current_step >= w[0].current_step), "went back a step: {seen:?}");
+    assert_eq!(seen.last().unwrap().phase, Phase::Promoted);
+    let reasons = scenario.event_reasons().await;
+    assert!(!reasons.iter().any(|r| r == "RolledBack"), "events: {reasons:?}");
+    controller.abort();
+    drop(load);
+    scenario.delete().await;
+}
+
+/// `k8s/controller/` as shipped (RBAC, two replicas with leader election, the project's image),
+/// limited to the test's namespace: the leader is deleted mid-rollout, the other replica takes
+/// the Lease over and finishes the rollout, and neither logs a permission error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn in_cluster_controller_survives_losing_its_leader() {
+    let Some(client) = cluster().await else { return };
+    let scenario = Scenario::new(&client, "in-cluster", 0).await;
+    let deployed = ControllerDeployment::apply(&client, &scenario.namespace).await;
+    let load = scenario.load().await;
+    scenario.create_canary().await;
+    let mut seen = scenario.watch_until(Duration::from_secs(300), |s| s.current_step >= 1).await;
+    let leader = deployed.leader().await.expect("a replica holds the Lease");
+    eprintln!("[{}] deleting the leader {leader}", scenario.namespace);
+    deployed.pods.delete(&leader, &DeleteParams { grace_period_seconds: Some(0), ..Default::default() }).await.expect("deleting the leader");
+    seen.extend(scenario.until_finished(Duration::from_secs(600)).await);
+    eprintln!("load: {}", load.summary());
+    assert_eq!(seen.last().unwrap().phase, Phase::Promoted, "{:?}", seen.last().unwrap().message);
+    assert_eq!(weights(&seen), vec![10, 30, 50, 100]);
+    let new_leader = deployed.leader().await.expect("a replica holds the Lease");
+    assert_ne!(new_leader, leader);
+    let reasons = scenario.event_reasons().await;
+    assert!(reasons.iter().any(|r| r == "StepAdvanced") && reasons.iter().any(|r| r == "Promoted"), "events: {reasons:?}");
+    for pod in deployed.pods.list(&ListParams::default().labels(CONTROLLER_LABEL)).await.unwrap().items {
+        let name = pod.metadata.name.unwrap();
+        let logs = deployed.pods.logs(&name, &LogParams::default()).await.unwrap_or_default();
+        assert!(!logs.contains("forbidden"), "{name} was refused something by RBAC:\n{logs}");
+    }
+    drop(load);
+    deployed.delete().await;
+    scenario.delete().await;
+}
+
+const CONTROLLER_NAMESPACE: &str = "wasmedge-system";
+const CONTROLLER_LABEL: &str = "app.kubernetes.io/name=wasm-weight-controller";
+
+/// The objects of `k8s/controller/rbac.yaml` and `deployment.yaml`, applied as they are except
+/// for the image (when `CSW_E2E_CONTROLLER_IMAGE` is set) and `--namespace`.
+struct ControllerDeployment {
+    client: Client,
+    rbac: Vec<(kube::discovery::ApiResource, DynamicObject)>,
+    pods: Api<Pod>,
+}
+
+impl ControllerDeployment {
+    async fn apply(client: &Client, watched_namespace: &str) -> ControllerDeployment {
+        let manifests = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("k8s/controller");
+        let apply = PatchParams::apply("csw-e2e").force();
+        let namespaces: Api<Namespace> = Api::all(client.clone());
+        let namespace: Namespace = serde_yaml::from_str(&std::fs::read_to_string(manifests.join("namespace.yaml")).unwrap()).unwrap();
+        namespaces.patch(CONTROLLER_NAMESPACE, &apply, &Patch::Apply(&namespace)).await.expect("applying namespace.yaml");
+        let mut rbac = Vec::new();
+        let text = std::fs::read_to_string(manifests.join("rbac.yaml")).unwrap();
+        for document in serde_yaml::Deserializer::from_str(&text) {
+            let object: DynamicObject = serde::Deserialize::deserialize(document).expect("rbac.yaml");
+            let types = object.types.clone().expect("apiVersion and kind");
+            let gvk = GroupVersionKind::try_from(&types).unwrap();
+            let (resource, capabilities) = kube::discovery::pinned_kind(client, &gvk).await.expect("discovering an RBAC kind");
+            let api: Api<DynamicObject> = match capabilities.scope {
+                kube::discovery::Scope::Namespaced => Api::namespaced_with(client.clone(), CONTROLLER_NAMESPACE, &resource),
+                kube::discovery::Scope::Cluster => Api::all_with(client.clone(), &resource),
+            };
+            let name = object.metadata.name.clone().unwrap();
+            api.patch(&name, &apply, &Patch::Apply(&object)).await.unwrap_or_else(|e| panic!("applying {} {name}: {e}", types.kind));
+            rbac.push((resource, object));
+        }
+        let mut deployment: Deployment = serde_yaml::from_str(&std::fs::read_to_string(manifests.join("deployment.yaml")).unwrap()).unwrap();
+        let container = &mut deployment.spec.as_mut().unwrap().template.spec.as_mut().unwrap().containers[0];
+        if let Ok(image) = std::env::var("CSW_E2E_CONTROLLER_IMAGE") {
+            container.image = Some(image);
+        }
+        container.args.get_or_insert_with(Vec::new).extend(["--namespace".to_string(), watched_namespace.to_string()]);
+        let deployments: Api<Deployment> = Api::namespaced(client.clone(), CONTROLLER_NAMESPACE);
+        deployments.patch("wasm-weight-controller", &apply, &Patch::Apply(&deployment)).await.expect("applying deployment.yaml");
+        // Both replicas Ready: /readyz answers only once the controller can list EdgeCanaries.
+        let deadline = Instant::now() + Duration::from_secs(180);
+        loop {
+            let d = deployments.get("wasm-weight-controller").await.unwrap();
+            let status = d.status.unwrap_or_default();
+            let current = status.updated_replicas == Some(2) && status.replicas == Some(2);
+            if current && status.ready_replicas == Some(2) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the controller's Deployment is not ready after 180 s: {status:?}");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        let pods = Api::namespaced(client.clone(), CONTROLLER_NAMESPACE);
+        ControllerDeployment { client: client.clone(), rbac, pods }
+    }
+
+    /// The pod named in the controller's Lease, once that is a pod that exists and is not
+    /// being deleted (within a minute).
+    async fn leader(&self) -> Option<String> {
+        let leases: Api<Lease> = Api::namespaced(self.client.clone(), CONTROLLER_NAMESPACE);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let holder = leases.get_opt("wasm-weight-controller").await.ok().flatten().and_then(|l| l.spec?.holder_identity);
+            let pods = self.pods.list(&ListParams::default().labels(CONTROLLER_LABEL)).await.ok()?.items;
+            let alive = |h: &String| pods.iter().any(|p| p.metadata.name.as_ref() == Some(h) && p.metadata.deletion_timestamp.is_none());
+            if let Some(holder) = holder.filter(alive) {
+                return Some(holder);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
+    async fn delete(self) {
+        let deployments: Api<Deployment> = Api::namespaced(self.client.clone(), CONTROLLER_NAMESPACE);
+        let _ = deployments.delete("wasm-weight-controller", &DeleteParams::foreground()).await;
+        for (resource, object) in self.rbac {
+            let name = object.metadata.name.unwrap();
+            let api: Api<DynamicObject> = match object.metadata.namespace {
+                Some(namespace) => Api::namespaced_with(self.client.clone(), &namespace, &resource),
+                None => Api::all_with(self.client.clone(), &resource),
+            };
+            let _ = api.delete(&name, &DeleteParams::default()).await;
+        }
+    }
 }

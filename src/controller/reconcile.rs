@@ -134,6 +134,11 @@ pub async fn reconcile(canary_resource: Arc<EdgeCanary>, ctx: Arc<Context>) -> R
     set_condition(&mut status, "Ready", ready, &reason, &message, ec.metadata.generation);
     ctx.metrics.set_weight(&namespace, &ec.name_any(), status.effective_weight);
 
+    // The reads above can take long when the API server is slow or gone; if the Lease lapsed
+    // meanwhile, another replica may be acting: write nothing.
+    if !ctx.leadership.is_leader() {
+        return Ok(Action::requeue(Duration::from_secs(5)));
+    }
     finish(ec, &ctx, previous.as_ref(), status.clone(), events).await?;
     // Now that the status says so, make the Deployments match it.
     match status.phase {
