@@ -151,45 +151,75 @@ pub fn compile(wasm: &[u8], scratch_dir: &Path) -> Result<Vec<u8>> {
 
 /// [`compile`] in a forked child process that hands the result back through a pipe.
 ///
-/// Inside a container the compiler must not run in the container's init process: after
-/// LLVM had compiled there, youki failed to set up the next container of the same pod
-/// ("failed to mount cgroup v1: procfs … NotFound"). A child also keeps a compiler crash from
-/// taking the container down: the module then runs interpreted.
+/// The long-running container process never maps LLVM's heap (the compile's memory goes away
+/// with the child), and a compiler crash does not take the container down: the module then
+/// runs interpreted.
 pub fn compile_in_child(wasm: &[u8], scratch_dir: &Path) -> Result<Vec<u8>> {
-    use std::io::{Read, Write};
-    use std::os::fd::{FromRawFd, IntoRawFd};
+    CompileChild::spawn(wasm, scratch_dir)?.wait()
+}
 
-    use nix::sys::wait::{waitpid, WaitStatus};
-    use nix::unistd::{fork, pipe, ForkResult};
+/// A forked compiler child (see [`compile_in_child`]). Fork it before the process starts
+/// threads of its own: a lock another thread holds at the fork (the loader's, taken by
+/// `pthread_create`) would stay held in the child forever. Dropping it unwaited kills it.
+pub struct CompileChild {
+    pid: nix::unistd::Pid,
+    output: Option<std::fs::File>,
+}
 
-    let (read_end, write_end) = pipe().context("pipe for the compiler child")?;
-    // SAFETY: the child only compiles, writes to the pipe and _exits; it never returns into
-    // the caller's state.
-    match unsafe { fork() }.context("forking the compiler child")? {
-        ForkResult::Child => {
-            drop(read_end);
-            // SAFETY: the write end is ours alone in the child.
-            let mut out = unsafe { std::fs::File::from_raw_fd(write_end.into_raw_fd()) };
-            let (status, payload) = match compile(wasm, scratch_dir) {
-                Ok(native) => (0u8, native),
-                Err(e) => (1u8, format!("{e:#}").into_bytes()),
-            };
-            let ok = out.write_all(&[status]).and_then(|()| out.write_all(&payload)).is_ok();
-            // SAFETY: _exit skips destructors of state shared with the parent, as intended.
-            unsafe { libc::_exit(if ok { 0 } else { 2 }) }
-        }
-        ForkResult::Parent { child } => {
-            drop(write_end);
-            let mut reader = std::fs::File::from(read_end);
-            let mut buf = Vec::new();
-            let read = reader.read_to_end(&mut buf);
-            let status = waitpid(child, None).context("waiting for the compiler child")?;
-            read.context("reading the compiler child's output")?;
-            match (status, buf.split_first()) {
-                (WaitStatus::Exited(_, 0), Some((0, native))) => Ok(native.to_vec()),
-                (_, Some((1, message))) => bail!("{}", String::from_utf8_lossy(message)),
-                (status, _) => bail!("AOT compile failed: compiler process ended with {status:?}"),
+impl CompileChild {
+    pub fn spawn(wasm: &[u8], scratch_dir: &Path) -> Result<CompileChild> {
+        use std::io::Write;
+        use std::os::fd::{FromRawFd, IntoRawFd};
+
+        use nix::unistd::{fork, pipe, ForkResult};
+
+        let (read_end, write_end) = pipe().context("pipe for the compiler child")?;
+        // SAFETY: the child only compiles, writes to the pipe and _exits; it never returns
+        // into the caller's state.
+        match unsafe { fork() }.context("forking the compiler child")? {
+            ForkResult::Child => {
+                drop(read_end);
+                // SAFETY: the write end is ours alone in the child.
+                let mut out = unsafe { std::fs::File::from_raw_fd(write_end.into_raw_fd()) };
+                let (status, payload) = match compile(wasm, scratch_dir) {
+                    Ok(native) => (0u8, native),
+                    Err(e) => (1u8, format!("{e:#}").into_bytes()),
+                };
+                let ok = out.write_all(&[status]).and_then(|()| out.write_all(&payload)).is_ok();
+                // SAFETY: _exit skips destructors of state shared with the parent, as intended.
+                unsafe { libc::_exit(if ok { 0 } else { 2 }) }
             }
+            ForkResult::Parent { child } => {
+                drop(write_end);
+                Ok(CompileChild { pid: child, output: Some(std::fs::File::from(read_end)) })
+            }
+        }
+    }
+
+    /// The compiled code, or why there is none.
+    pub fn wait(mut self) -> Result<Vec<u8>> {
+        use std::io::Read;
+
+        use nix::sys::wait::{waitpid, WaitStatus};
+
+        let mut reader = self.output.take().expect("waited once");
+        let mut buf = Vec::new();
+        let read = reader.read_to_end(&mut buf);
+        let status = waitpid(self.pid, None).context("waiting for the compiler child")?;
+        read.context("reading the compiler child's output")?;
+        match (status, buf.split_first()) {
+            (WaitStatus::Exited(_, 0), Some((0, native))) => Ok(native.to_vec()),
+            (_, Some((1, message))) => bail!("{}", String::from_utf8_lossy(message)),
+            (status, _) => bail!("AOT compile failed: compiler process ended with {status:?}"),
+        }
+    }
+}
+
+impl Drop for CompileChild {
+    fn drop(&mut self) {
+        if self.output.is_some() {
+            let _ = nix::sys::signal::kill(self.pid, nix::sys::signal::Signal::SIGKILL);
+            let _ = nix::sys::wait::waitpid(self.pid, None);
         }
     }
 }
@@ -236,6 +266,17 @@ mod tests {
         let err = compile_in_child(b"\0asm\x01\0\0\0\x01\xff", dir.path()).unwrap_err();
         assert!(format!("{err:#}").contains("AOT compile failed"), "{err:#}");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "scratch files left");
+    }
+
+    #[test]
+    fn an_unwaited_compile_child_is_killed_and_reaped() {
+        let dir = tempfile::tempdir().unwrap();
+        let wasm = wasmedge_sdk::wat2wasm(br#"(module (func (export "_start")))"#).unwrap();
+        let child = CompileChild::spawn(&wasm, dir.path()).unwrap();
+        let pid = child.pid;
+        drop(child);
+        // Reaped: no such child any more.
+        assert_eq!(nix::sys::wait::waitpid(pid, None).unwrap_err(), nix::errno::Errno::ECHILD);
     }
 
     #[test]

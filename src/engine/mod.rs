@@ -64,60 +64,95 @@ pub struct LoadedModule {
 }
 
 /// Loads module bytes, compiling bytecode ahead of time through `cache` when possible.
-/// `file` is where the bytes came from, when they came from a file (needed for `.so` AOT).
 pub fn load_module(bytes: &[u8], file: Option<&Path>, cache: Option<&AotCache>) -> Result<LoadedModule, LoadError> {
+    begin_load(bytes, file, cache).finish()
+}
+
+/// The first half of [`load_module`], for callers that start threads before the module is
+/// ready: everything but the wait for the compiler. On an AOT cache miss the compiler child
+/// is forked here, so call it while the process has no busy threads (see
+/// [`aot::CompileChild`]); [`Loading::finish`] validates the module meanwhile and collects
+/// the compiled code.
+pub fn begin_load<'c>(bytes: &[u8], file: Option<&Path>, cache: Option<&'c AotCache>) -> Loading<'c> {
     let origin = file.map(|p| p.display().to_string()).unwrap_or_else(|| "OCI layer".into());
+    let done = |result| Loading { origin: origin.clone(), bytes: Vec::new(), state: Begun::Done(result) };
     match aot::classify(bytes) {
-        ModuleKind::Unknown => Err(LoadError(format!(
+        ModuleKind::Unknown => done(Err(LoadError(format!(
             "{origin}: not a WebAssembly module (no \\0asm header, {} bytes)",
             bytes.len()
-        ))),
-        ModuleKind::NativeAot => {
-            let file = file.ok_or_else(|| LoadError(format!("{origin}: a native AOT library must be shipped as a file")))?;
-            let module = Module::from_file(None, file).map_err(|e| LoadError(format!("{origin}: {e}")))?;
-            Ok(LoadedModule { module, path: LoadPath::Precompiled })
+        )))),
+        ModuleKind::NativeAot => done(match file {
+            None => Err(LoadError(format!("{origin}: a native AOT library must be shipped as a file"))),
+            Some(file) => Module::from_file(None, file)
+                .map(|module| LoadedModule { module, path: LoadPath::Precompiled })
+                .map_err(|e| LoadError(format!("{origin}: {e}"))),
+        }),
+        ModuleKind::UniversalAot => done(
+            Module::from_bytes(None, bytes)
+                .map(|module| LoadedModule { module, path: LoadPath::Precompiled })
+                .map_err(|e| LoadError(format!("{origin}: {e}"))),
+        ),
+        ModuleKind::Bytecode => {
+            let Some(cache) = cache else {
+                log::warn!("aot: no usable AOT cache; running {origin} in the interpreter (slow)");
+                return done(interpreted(bytes, &origin));
+            };
+            let key = cache_key(bytes);
+            match cache.get(&key) {
+                Lookup::Hit(native) => match Module::from_bytes(None, &native) {
+                    Ok(module) => {
+                        log::info!("aot: cache hit for {origin} (key {key}), nothing compiled");
+                        return done(Ok(LoadedModule { module, path: LoadPath::CacheHit }));
+                    }
+                    Err(e) => log::warn!("aot: cached code for {origin} (key {key}) does not load ({e}); recompiling"),
+                },
+                Lookup::Corrupt(why) => log::warn!("aot: cache entry for {origin} (key {key}) was corrupt ({why}); removed, recompiling"),
+                Lookup::Miss => {}
+            }
+            let child = aot::CompileChild::spawn(bytes, &cache.path_via_proc());
+            Loading { origin, bytes: bytes.to_vec(), state: Begun::Compiling { cache, key, child, started: Instant::now() } }
         }
-        ModuleKind::UniversalAot => {
-            let module = Module::from_bytes(None, bytes).map_err(|e| LoadError(format!("{origin}: {e}")))?;
-            Ok(LoadedModule { module, path: LoadPath::Precompiled })
-        }
-        ModuleKind::Bytecode => load_bytecode(bytes, &origin, cache),
     }
 }
 
-fn load_bytecode(bytes: &[u8], origin: &str, cache: Option<&AotCache>) -> Result<LoadedModule, LoadError> {
-    let Some(cache) = cache else {
-        log::warn!("aot: no usable AOT cache; running {origin} in the interpreter (slow)");
-        return interpreted(bytes, origin);
-    };
-    let key = cache_key(bytes);
-    match cache.get(&key) {
-        Lookup::Hit(native) => match Module::from_bytes(None, &native) {
-            Ok(module) => {
-                log::info!("aot: cache hit for {origin} (key {key}), nothing compiled");
-                return Ok(LoadedModule { module, path: LoadPath::CacheHit });
+/// A load begun by [`begin_load`].
+pub struct Loading<'c> {
+    origin: String,
+    /// The bytecode, while it is being compiled.
+    bytes: Vec<u8>,
+    state: Begun<'c>,
+}
+
+enum Begun<'c> {
+    Done(Result<LoadedModule, LoadError>),
+    Compiling { cache: &'c AotCache, key: String, child: Result<aot::CompileChild>, started: Instant },
+}
+
+impl Loading<'_> {
+    /// The module, runnable: compiled (and cached), or interpreted when compiling failed.
+    pub fn finish(self) -> Result<LoadedModule, LoadError> {
+        let Loading { origin, bytes, state } = self;
+        let (cache, key, child, started) = match state {
+            Begun::Done(result) => return result,
+            Begun::Compiling { cache, key, child, started } => (cache, key, child, started),
+        };
+        // Validate while the child compiles, so that a broken module is reported as a load
+        // error (dropping the child then stops it).
+        let bytecode = interpreted(&bytes, &origin)?;
+        let native = match child.and_then(aot::CompileChild::wait) {
+            Ok(native) => native,
+            Err(e) => {
+                log::error!("aot: compiling {origin} failed ({e:#}); running it in the interpreter (slow)");
+                return Ok(bytecode);
             }
-            Err(e) => log::warn!("aot: cached code for {origin} (key {key}) does not load ({e}); recompiling"),
-        },
-        Lookup::Corrupt(why) => log::warn!("aot: cache entry for {origin} (key {key}) was corrupt ({why}); removed, recompiling"),
-        Lookup::Miss => {}
-    }
-    // Validate before compiling so that a broken module is reported as a load error.
-    let bytecode = interpreted(bytes, origin)?;
-    let started = Instant::now();
-    let native = match aot::compile_in_child(bytes, &cache.path_via_proc()) {
-        Ok(native) => native,
-        Err(e) => {
-            log::error!("aot: compiling {origin} failed ({e:#}); running it in the interpreter (slow)");
-            return Ok(bytecode);
+        };
+        log::info!("aot: compiled {origin} (key {key}) in {} ms", started.elapsed().as_millis());
+        if let Err(e) = cache.put(&key, &native) {
+            log::error!("aot: could not store compiled {origin} in the cache ({e:#}); using it from memory");
         }
-    };
-    log::info!("aot: compiled {origin} (key {key}) in {} ms", started.elapsed().as_millis());
-    if let Err(e) = cache.put(&key, &native) {
-        log::error!("aot: could not store compiled {origin} in the cache ({e:#}); using it from memory");
+        let module = Module::from_bytes(None, &native).map_err(|e| LoadError(format!("{origin}: compiled code does not load: {e}")))?;
+        Ok(LoadedModule { module, path: LoadPath::Compiled })
     }
-    let module = Module::from_bytes(None, &native).map_err(|e| LoadError(format!("{origin}: compiled code does not load: {e}")))?;
-    Ok(LoadedModule { module, path: LoadPath::Compiled })
 }
 
 fn interpreted(bytes: &[u8], origin: &str) -> Result<LoadedModule, LoadError> {

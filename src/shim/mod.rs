@@ -128,8 +128,11 @@ impl Sandbox for WasmEdgeSandbox {
             }
             Mode::Http(settings) => {
                 let slot = SlotSpec { run, timeout: Duration::from_millis(policy.execution_timeout_ms) };
+                // Before the server's threads exist: a compiler child is forked now, and the
+                // server answers /health while `load` waits for it.
+                let loading = source.begin_load();
                 let load = move || {
-                    let loaded = source.load().map_err(|e| (e.to_string(), exit_code::LOAD_FAILED))?;
+                    let loaded = loading.and_then(engine::Loading::finish).map_err(|e| (e.to_string(), exit_code::LOAD_FAILED))?;
                     log::info!("module ready ({:?})", loaded.path);
                     Ok(loaded.module)
                 };
@@ -182,20 +185,21 @@ enum ModuleSource {
 }
 
 impl ModuleSource {
-    /// Loads (compiling on first use, through the node's AOT cache).
-    fn load(&self) -> std::result::Result<engine::LoadedModule, engine::LoadError> {
+    /// Begins loading (compiling on first use, through the node's AOT cache); see
+    /// [`engine::begin_load`].
+    fn begin_load(&self) -> std::result::Result<engine::Loading<'static>, engine::LoadError> {
         match self {
             ModuleSource::File(path) => std::fs::read(path)
                 .map_err(|e| engine::LoadError(format!("{}: {e}", path.display())))
-                .and_then(|bytes| engine::load_module(&bytes, Some(path), node_cache())),
-            ModuleSource::Bytes(bytes) => engine::load_module(bytes, None, node_cache()),
+                .map(|bytes| engine::begin_load(&bytes, Some(path), node_cache())),
+            ModuleSource::Bytes(bytes) => Ok(engine::begin_load(bytes, None, node_cache())),
         }
     }
 }
 
 /// Command mode: one run of the entry function; its exit code is the container's.
 fn run_command(source: ModuleSource, spec: RunSpec, execution_timeout_ms: u64) -> i32 {
-    let loaded = match source.load() {
+    let loaded = match source.begin_load().and_then(engine::Loading::finish) {
         Ok(loaded) => loaded,
         Err(e) => return report_failure(&e.to_string(), exit_code::LOAD_FAILED),
     };
