@@ -104,23 +104,46 @@ fn churn_leaks_nothing() {
 
 #[test]
 fn wasm_tasks_survive_a_containerd_restart() {
-    let mut c = setup();
+    // The sleepers must outlive the whole test, however long their compiles take on a busy
+    // machine: a node ceiling (and annotation) far above the default 5 s time limit.
+    let mut c = Containerd::start_with(common::Options {
+        node_config_extra: concat!(
+            "[ceiling]\nmaxMemoryPages = 512\nexecutionTimeoutMs = 3600000\n",
+            "allowedHosts = [\"api.example.com\", \"cdn.example.com\"]\nallowedEnvVars = [\"APP_MODE\", \"REGION\", \"LOG_LEVEL\"]\n",
+            "allowedDirs = [{ hostPath = \"/app/config\", guestPath = \"/config\", readonly = true }, ",
+            "{ hostPath = \"/app/cache\", guestPath = \"/cache\", readonly = false }]\nmaxNetworkRequests = 200\n",
+        )
+        .into(),
+        ..Default::default()
+    });
+    c.import(None, &images().rootfs(IMAGE, &wasm("hello"), &[]), false);
     c.import(None, &images().rootfs("localhost/edge-function:reliability", &wasm("edge-function"), &[]), false);
     let mut sleepers = vec![];
     for _ in 0..6 {
         let id = unique("sleeper");
         let cgroup = c.cgroup_of(&id);
-        c.ctr_ok(&["run", "-d", "--runtime", WASMEDGE_RUNTIME, "--cgroup", &cgroup, IMAGE, &id, HELLO, "sleep", "600"]);
+        let limit = "wasmedge.io/execution-timeout-ms=3600000";
+        c.ctr_ok(&["run", "-d", "--runtime", WASMEDGE_RUNTIME, "--cgroup", &cgroup, "--annotation", limit, IMAGE, &id, HELLO, "sleep", "600"]);
         sleepers.push(id);
     }
     let servers: Vec<_> = (0..4)
         .map(|_| c.start_http("localhost/edge-function:reliability", &unique("server"), &[], &["/app/edge-function.wasm"]))
         .collect();
     for s in &servers {
-        s.wait_ready(Duration::from_secs(60)).unwrap_or_else(|seen| panic!("{} never ready: {seen:?}", s.id));
+        s.wait_ready(Duration::from_secs(180)).unwrap_or_else(|seen| panic!("{} never ready: {seen:?}", s.id));
     }
     for id in &sleepers {
-        wait_for("sleepers to run", Duration::from_secs(20), || task_status(&c, id).as_deref() == Some("RUNNING"));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while task_status(&c, id).as_deref() != Some("RUNNING") {
+            assert!(
+                Instant::now() < deadline,
+                "sleeper {id} is not running: {:?}\n{}\ncontainerd log:\n{}",
+                task_status(&c, id),
+                c.ctr_ok(&["task", "ls"]),
+                c.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     // One server is asked continuously while containerd goes away and comes back.

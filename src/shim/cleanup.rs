@@ -33,35 +33,65 @@ pub fn container_cgroup(spec_json: &[u8], id: &str) -> Option<String> {
 
 /// Kills what is left in the container's cgroups and removes them (deepest first).
 pub fn remove_container_cgroups(bundle: &Path, id: &str) -> Result<()> {
-    let spec = std::fs::read(bundle.join("config.json")).context("reading the bundle's config.json")?;
-    let Some(cgroup) = container_cgroup(&spec, id) else { return Ok(()) };
-    for root in cgroup_mount_points() {
-        let dir = root.join(cgroup.trim_start_matches('/'));
-        if !dir.is_dir() {
-            continue;
-        }
-        let mut dirs = vec![];
-        collect_dirs(&dir, &mut dirs);
-        dirs.push(dir);
-        for d in &dirs {
-            for pid in std::fs::read_to_string(d.join("cgroup.procs")).unwrap_or_default().lines() {
-                if let Ok(pid) = pid.trim().parse::<i32>() {
-                    // SAFETY: plain syscall; the process is in this container's own cgroup.
-                    unsafe { libc::kill(pid, libc::SIGKILL) };
-                }
+    let dirs = container_cgroup_dirs(bundle, id)?;
+    kill_processes_in(&dirs);
+    for d in &dirs {
+        // A killed process leaves its cgroup asynchronously: retry briefly.
+        for _ in 0..50 {
+            if std::fs::remove_dir(d).is_ok() || !d.exists() {
+                break;
             }
-        }
-        for d in &dirs {
-            // A killed process leaves its cgroup asynchronously: retry briefly.
-            for _ in 0..50 {
-                if std::fs::remove_dir(d).is_ok() || !d.exists() {
-                    break;
-                }
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
         }
     }
     Ok(())
+}
+
+/// Before the library deletes a container: youki kills what is left in its cgroups and gives
+/// it about 100 ms to leave before removing them fails the whole delete ("could not delete");
+/// on a busy node an exiting process can take longer. Kills and waits up to `limit` until the
+/// cgroups are empty; returns whether they are.
+pub fn drain_container_cgroups(bundle: &Path, id: &str, limit: std::time::Duration) -> Result<bool> {
+    let dirs = container_cgroup_dirs(bundle, id)?;
+    let deadline = std::time::Instant::now() + limit;
+    while kill_processes_in(&dirs) > 0 {
+        if std::time::Instant::now() > deadline {
+            return Ok(false);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    Ok(true)
+}
+
+/// The container's cgroup directories in every hierarchy, children before their parents;
+/// none unless the spec names the container's own cgroupfs path (see [`container_cgroup`]).
+fn container_cgroup_dirs(bundle: &Path, id: &str) -> Result<Vec<PathBuf>> {
+    let spec = std::fs::read(bundle.join("config.json")).context("reading the bundle's config.json")?;
+    let Some(cgroup) = container_cgroup(&spec, id) else { return Ok(Vec::new()) };
+    let mut dirs = Vec::new();
+    for root in cgroup_mount_points() {
+        let dir = root.join(cgroup.trim_start_matches('/'));
+        if dir.is_dir() {
+            collect_dirs(&dir, &mut dirs);
+            dirs.push(dir);
+        }
+    }
+    Ok(dirs)
+}
+
+/// SIGKILLs every process in `dirs`; returns how many there were.
+fn kill_processes_in(dirs: &[PathBuf]) -> usize {
+    let mut found = 0;
+    for d in dirs {
+        for pid in std::fs::read_to_string(d.join("cgroup.procs")).unwrap_or_default().lines() {
+            if let Ok(pid) = pid.trim().parse::<i32>() {
+                found += 1;
+                // SAFETY: plain syscall; the process is in this container's own cgroup.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+    }
+    found
 }
 
 /// Every directory below `dir`, children before their parents.
@@ -81,6 +111,42 @@ mod tests {
 
     fn spec(path: &str) -> Vec<u8> {
         format!(r#"{{"linux":{{"cgroupsPath":"{path}"}}}}"#).into_bytes()
+    }
+
+    /// A process in a container cgroup (below this test's own memory cgroup, cgroup v1) is
+    /// killed by the drain, which then reports the cgroup empty.
+    #[test]
+    fn drain_kills_what_is_left_and_waits_for_it() {
+        let Some(own) = std::fs::read_to_string("/proc/self/cgroup")
+            .unwrap()
+            .lines()
+            .find_map(|l| l.split_once(":memory:").map(|(_, path)| path.to_string()))
+        else {
+            eprintln!("skipped: no cgroup v1 memory hierarchy");
+            return;
+        };
+        let Some(root) = std::fs::read_to_string("/proc/self/mounts").unwrap().lines().find_map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            (f.len() > 3 && f[2] == "cgroup" && f[3].split(',').any(|o| o == "memory")).then(|| PathBuf::from(f[1]))
+        }) else {
+            eprintln!("skipped: memory hierarchy not mounted");
+            return;
+        };
+        let id = format!("drain-{}", std::process::id());
+        let cgroup = format!("{}/{id}", own.trim_end_matches('/'));
+        let dir = root.join(cgroup.trim_start_matches('/'));
+        std::fs::create_dir(&dir).unwrap();
+        let bundle = tempfile::tempdir().unwrap();
+        std::fs::write(bundle.path().join("config.json"), spec(&cgroup)).unwrap();
+        let mut child = std::process::Command::new("sleep").arg("100").spawn().unwrap();
+        std::fs::write(dir.join("cgroup.procs"), child.id().to_string()).unwrap();
+
+        let drained = drain_container_cgroups(bundle.path(), &id, std::time::Duration::from_secs(10));
+        let status = child.wait().unwrap();
+        let removed = std::fs::remove_dir(&dir);
+        assert!(drained.unwrap(), "cgroup not empty");
+        assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(libc::SIGKILL));
+        removed.unwrap();
     }
 
     #[test]

@@ -12,7 +12,8 @@
 //! library's `State`. If `State` fails, the request goes to the library as it is.
 //!
 //! `Task.Create` also passes through here first: the proxy adjusts the bundle's spec (see
-//! [`super::bundle`]) before the library hands it to youki.
+//! [`super::bundle`]) before the library hands it to youki. Before a stopped container's
+//! `Task.Delete` goes on, its cgroups are drained (see [`super::cleanup::drain_container_cgroups`]).
 
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
@@ -22,10 +23,10 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
 use containerd_shim_protos::protobuf::{Message, MessageField};
-use containerd_shim_protos::shim::shim::{CreateTaskRequest, PidsRequest, PidsResponse, StateRequest};
+use containerd_shim_protos::shim::shim::{CreateTaskRequest, DeleteRequest, PidsRequest, PidsResponse, StateRequest};
 use containerd_shim_protos::shim::shim_ttrpc::TaskClient;
 use containerd_shim_protos::ttrpc::{self, Code, Response, Status};
-use containerd_shim_protos::types::task::ProcessInfo;
+use containerd_shim_protos::types::task::{ProcessInfo, Status as TaskStatus};
 
 /// The listener the containerd-shim library serves on in daemon mode.
 const SOCKET_FD: RawFd = 3;
@@ -121,6 +122,15 @@ fn relay(client: UnixStream, private: &SocketAddr) -> Result<()> {
         if let Some(create) = task_request::<CreateTaskRequest>(&frame, "Create") {
             prepare_bundle(&create);
         }
+        if let Some(delete) = task_request::<DeleteRequest>(&frame, "Delete").filter(|d| d.exec_id.is_empty()) {
+            // On a thread of its own: other requests on this connection must not wait for it.
+            let (to_backend, private) = (to_backend.clone(), private.clone());
+            std::thread::spawn(move || {
+                drain_before_delete(&delete.id, &private);
+                let _ = write_frame(&to_backend, &frame);
+            });
+            continue;
+        }
         if let Some(pids) = task_request::<PidsRequest>(&frame, "Pids") {
             if let Some(answer) = answer_pids(&frame, &pids, private, &mut state_client) {
                 write_frame(&to_client, &answer)?;
@@ -159,12 +169,35 @@ fn prepare_bundle(create: &CreateTaskRequest) {
     }
 }
 
+/// Drains the cgroups of container `id` if its task has stopped (a running one is left to
+/// the library, which refuses or kills as the request says). Bundles are siblings of the
+/// daemon's working directory, the first container's bundle.
+fn drain_before_delete(id: &str, private: &SocketAddr) {
+    let stopped = connect_task_client(private).and_then(|client| {
+        let request = StateRequest { id: id.to_string(), ..Default::default() };
+        client.state(ttrpc::context::with_timeout(5_000_000_000), &request).ok()
+    });
+    if stopped.map(|state| state.status.enum_value() != Ok(TaskStatus::STOPPED)).unwrap_or(true) {
+        return;
+    }
+    let Some(bundle) = std::env::current_dir().ok().and_then(|cwd| Some(cwd.parent()?.join(id))) else { return };
+    match super::cleanup::drain_container_cgroups(&bundle, id, std::time::Duration::from_secs(10)) {
+        Ok(true) => {}
+        Ok(false) => log::warn!("container {id}: processes still in its cgroups 10 s after SIGKILL; deleting anyway"),
+        Err(e) => log::debug!("container {id}: cgroups not drained: {e:#}"),
+    }
+}
+
+fn connect_task_client(private: &SocketAddr) -> Option<TaskClient> {
+    let stream = UnixStream::connect_addr(private).ok()?;
+    let fd: OwnedFd = stream.into();
+    Some(TaskClient::new(ttrpc::Client::new(fd.into_raw_fd()).ok()?))
+}
+
 /// The response frame to a `Pids` request: the task's init process, from the library's `State`.
 fn answer_pids(frame: &Frame, pids: &PidsRequest, private: &SocketAddr, client: &mut Option<TaskClient>) -> Option<Frame> {
     if client.is_none() {
-        let stream = UnixStream::connect_addr(private).ok()?;
-        let fd: OwnedFd = stream.into();
-        *client = Some(TaskClient::new(ttrpc::Client::new(fd.into_raw_fd()).ok()?));
+        *client = Some(connect_task_client(private)?);
     }
     let request = StateRequest { id: pids.id.clone(), ..Default::default() };
     let state = match client.as_ref()?.state(ttrpc::context::with_timeout(5_000_000_000), &request) {
