@@ -253,7 +253,15 @@ case_canary() {
   k8s_netns_exec env CSW_E2E_KUBECONFIG="$D/pki/admin.kubeconfig" CSW_E2E_IMAGE=localhost/edge-function:v1 \
     CSW_E2E_APISERVER_PID="$apiserver" "$bin" --nocapture --test-threads=1 || rc=$?
   kill -CONT "$apiserver" 2>/dev/null || true
-  [ $rc = 0 ] || die "canary rollouts failed"
+  if [ $rc != 0 ]; then
+    # What a failed test left, then remove it, so that the later cases see a clean cluster.
+    dump_state
+    kc -n wasmedge-system logs -l app.kubernetes.io/name=wasm-weight-controller --tail=30 >&2 2>&1 || true
+    local ns
+    for ns in $(kc get namespace -o name | grep '/ec-e2e-'); do kc delete "$ns" --wait=true >/dev/null 2>&1 || true; done
+    kc delete -f k8s/controller/deployment.yaml -f k8s/controller/rbac.yaml --ignore-not-found --wait=true >/dev/null 2>&1 || true
+    die "canary rollouts failed"
+  fi
 }
 
 run_case apply case_apply

@@ -4,7 +4,8 @@
 #
 # Layout (all under $K8S_E2E_DIR, default /tmp/csw-k8s):
 # - network namespace $K8S_NETNS: etcd, the control plane, containerd, kubelet, kube-proxy,
-#   the pods' bridge cni0 and the Service IPs; nothing listens or routes outside it;
+#   the pods' bridge cni0 (their default gateway, so pods reach Services and the API server)
+#   and the Service IPs; nothing listens or routes outside it;
 # - one private mount namespace for the same processes (held by a `sleep` process), so that
 #   kubelet's and containerd's mounts never reach the host, and host paths the daemons hard-code
 #   (/var/log, /var/lib/cni, /run/containerd/{wasmedge,s}, the kernel tunables kubelet insists on)
@@ -230,7 +231,7 @@ cat > "$C/cni/conf/10-csw-k8s.conflist" <<EOF
   "name": "csw-k8s",
   "plugins": [
     {
-      "type": "bridge", "bridge": "cni0", "isGateway": true, "ipMasq": false, "hairpinMode": true,
+      "type": "bridge", "bridge": "cni0", "isGateway": true, "isDefaultGateway": true, "ipMasq": false, "hairpinMode": true,
       "ipam": { "type": "host-local", "ranges": [[{ "subnet": "$K8S_POD_SUBNET" }]], "dataDir": "$D/cni/ipam" }
     },
     { "type": "portmap", "capabilities": { "portMappings": true } }

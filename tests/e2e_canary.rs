@@ -541,7 +541,16 @@ impl ControllerDeployment {
             if current && status.ready_replicas == Some(2) {
                 break;
             }
-            assert!(Instant::now() < deadline, "the controller's Deployment is not ready after 180 s: {status:?}");
+            if Instant::now() > deadline {
+                let pods: Api<Pod> = Api::namespaced(client.clone(), CONTROLLER_NAMESPACE);
+                let mut report = String::new();
+                for pod in pods.list(&ListParams::default().labels(CONTROLLER_LABEL)).await.unwrap().items {
+                    let name = pod.metadata.name.clone().unwrap_or_default();
+                    let logs = pods.logs(&name, &LogParams { tail_lines: Some(20), ..Default::default() }).await.unwrap_or_else(|e| e.to_string());
+                    report += &format!("\n{name}: {:?}\n{logs}", pod.status.map(|s| s.container_statuses));
+                }
+                panic!("the controller's Deployment is not ready after 180 s: {status:?}{report}");
+            }
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
         let pods = Api::namespaced(client.clone(), CONTROLLER_NAMESPACE);
