@@ -119,23 +119,24 @@ fn relay(client: UnixStream, private: &SocketAddr) -> Result<()> {
     let mut client = client;
     let mut state_client: Option<TaskClient> = None;
     while let Ok(frame) = read_frame(&mut client) {
-        if let Some(create) = task_request::<CreateTaskRequest>(&frame, "Create") {
-            prepare_bundle(&create);
-        }
-        if let Some(delete) = task_request::<DeleteRequest>(&frame, "Delete").filter(|d| d.exec_id.is_empty()) {
-            // On a thread of its own: other requests on this connection must not wait for it.
-            let (to_backend, private) = (to_backend.clone(), private.clone());
-            std::thread::spawn(move || {
-                drain_before_delete(&delete.id, &private);
-                let _ = write_frame(&to_backend, &frame);
-            });
-            continue;
-        }
-        if let Some(pids) = task_request::<PidsRequest>(&frame, "Pids") {
-            if let Some(answer) = answer_pids(&frame, &pids, private, &mut state_client) {
-                write_frame(&to_client, &answer)?;
+        match task_request(&frame) {
+            Some(TaskRequest::Create(create)) => prepare_bundle(&create),
+            Some(TaskRequest::Delete(delete)) if delete.exec_id.is_empty() => {
+                // On a thread of its own: other requests on this connection must not wait.
+                let (to_backend, private) = (to_backend.clone(), private.clone());
+                std::thread::spawn(move || {
+                    drain_before_delete(&delete.id, &private);
+                    let _ = write_frame(&to_backend, &frame);
+                });
                 continue;
             }
+            Some(TaskRequest::Pids(pids)) => {
+                if let Some(answer) = answer_pids(&frame, &pids, private, &mut state_client) {
+                    write_frame(&to_client, &answer)?;
+                    continue;
+                }
+            }
+            _ => {}
         }
         write_frame(&to_backend, &frame)?;
     }
@@ -144,16 +145,28 @@ fn relay(client: UnixStream, private: &SocketAddr) -> Result<()> {
     Ok(())
 }
 
-/// The `Task.<method>` request in a frame, if that is what it is.
-fn task_request<M: Message>(frame: &Frame, method: &str) -> Option<M> {
+/// The task requests the proxy takes part in.
+enum TaskRequest {
+    Create(CreateTaskRequest),
+    Delete(DeleteRequest),
+    Pids(PidsRequest),
+}
+
+/// The request in a frame, if it is one of [`TaskRequest`].
+fn task_request(frame: &Frame) -> Option<TaskRequest> {
     if frame.kind != TYPE_REQUEST {
         return None;
     }
     let request = ttrpc::Request::parse_from_bytes(&frame.payload).ok()?;
-    if request.service != TASK_SERVICE || request.method != method {
+    if request.service != TASK_SERVICE {
         return None;
     }
-    M::parse_from_bytes(&request.payload).ok()
+    match request.method.as_str() {
+        "Create" => CreateTaskRequest::parse_from_bytes(&request.payload).ok().map(TaskRequest::Create),
+        "Delete" => DeleteRequest::parse_from_bytes(&request.payload).ok().map(TaskRequest::Delete),
+        "Pids" => PidsRequest::parse_from_bytes(&request.payload).ok().map(TaskRequest::Pids),
+        _ => None,
+    }
 }
 
 /// Adjusts the bundle before the library creates the container. A spec the proxy cannot read
