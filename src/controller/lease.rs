@@ -104,7 +104,7 @@ pub async fn hold_lease(client: Client, namespace: &str, name: &str, identity: &
                 leading = false;
             }
             // Leadership lapses by itself after ACT_FOR without a renewal.
-            Err(error) => tracing::warn!(lease = name, %error, "lease renewal failed"),
+            Err(error) => tracing::warn!(lease = name, error = super::error_chain(&error), "lease renewal failed"),
         }
         tokio::time::sleep(RENEW_EVERY).await;
     }

@@ -20,6 +20,17 @@ pub mod window;
 #[cfg(test)]
 mod fake_cluster;
 
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn error_chain_names_every_cause_once() {
+        let root = std::io::Error::new(std::io::ErrorKind::Other, "Network is unreachable (os error 101)");
+        let outer = anyhow::Error::new(root).context("client error (Connect)");
+        let chain = super::error_chain(outer.as_ref());
+        assert_eq!(chain, "client error (Connect): Network is unreachable (os error 101)");
+    }
+}
+
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -111,7 +122,7 @@ pub async fn run(client: Client, settings: Settings, shutdown_on_signal: bool) -
             kube::Error::Api(status) if status.code == 404 => {
                 tracing::warn!("edgecanaries.wasmedge.io is not served: apply k8s/controller/crd.yaml")
             }
-            _ => tracing::warn!(%error, "cannot list edgecanaries.wasmedge.io; retrying"),
+            _ => tracing::warn!(error = error_chain(&error), "cannot list edgecanaries.wasmedge.io; retrying"),
         }
         tokio::time::sleep(std::time::Duration::from_secs(5)).await;
     }
@@ -126,6 +137,21 @@ pub async fn run(client: Client, settings: Settings, shutdown_on_signal: bool) -
         .await;
     drop(background);
     Ok(())
+}
+
+/// An error with its causes, `outer: inner: root`: kube's own message alone is often just
+/// "client error (Connect)", which hides why (no route, refused, TLS).
+pub(crate) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text = format!("{text}: {cause_text}");
+        }
+        source = cause.source();
+    }
+    text
 }
 
 struct AbortOnDrop(Vec<tokio::task::JoinHandle<()>>);

@@ -173,7 +173,7 @@ async fn fail(
 }
 
 pub fn error_policy(_: Arc<EdgeCanary>, error: &Error, ctx: Arc<Context>) -> Action {
-    tracing::warn!(%error, "reconcile failed");
+    tracing::warn!(error = super::error_chain(error), "reconcile failed");
     ctx.metrics.reconcile_errors.inc();
     Action::requeue(Duration::from_secs(5))
 }
