@@ -100,6 +100,8 @@ case_service() {
   kc rollout status deployment/echo-runc --timeout=120s
   local ip seen
   ip=$(jp service echo-runc '{.spec.clusterIP}')
+  # Ready pods reach kube-proxy's rules a moment later (until then the ClusterIP refuses).
+  wait_for 30 "ClusterIP $ip to answer" k8s_netns_exec curl -sf --max-time 5 -o /dev/null "http://$ip/"
   seen=$(for _ in $(seq 20); do k8s_netns_exec curl -sf --max-time 5 "http://$ip/"; done | sort | uniq -c)
   echo "$seen" | sed 's/^/    /'
   [ "$(echo "$seen" | grep -c echo-runc)" = 2 ] || die "20 requests to ClusterIP $ip did not reach both replicas"
@@ -144,6 +146,7 @@ case_http() {
   wait_for 60 "2 ready replicas" field_is deployment edge-function '{.status.readyReplicas}' 2
   local ip body pods p
   ip=$(jp service edge-function '{.spec.clusterIP}')
+  wait_for 30 "ClusterIP $ip to answer" k8s_netns_exec curl -sf --max-time 5 -o /dev/null "http://$ip/api/v1/items"
   body=$(k8s_netns_exec curl -sf --max-time 5 "http://$ip/api/v1/items?id=7")
   echo "$body" | grep -q '"path"' || die "GET: $body"
   ok "GET http://$ip/api/v1/items -> $body"
