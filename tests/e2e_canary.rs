@@ -126,9 +126,19 @@ impl Scenario {
         tokio::spawn(controller::run(self.client.clone(), settings, false))
     }
 
+    /// The EdgeCanary's status (empty before the controller's first write). A failed read is
+    /// retried: the test's own client goes through API outages too, and an unread status must
+    /// not look like a step back.
     async fn status(&self) -> EdgeCanaryStatus {
         let canaries: Api<EdgeCanary> = Api::namespaced(self.client.clone(), &self.namespace);
-        canaries.get("edge-fn").await.ok().and_then(|c| c.status).unwrap_or_default()
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            match canaries.get("edge-fn").await {
+                Ok(canary) => return canary.status.unwrap_or_default(),
+                Err(error) => assert!(Instant::now() < deadline, "[{}] cannot read the EdgeCanary: {error}", self.namespace),
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
     }
 
     async fn deployment(&self, name: &str) -> Deployment {
