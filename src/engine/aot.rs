@@ -153,14 +153,9 @@ pub fn compile(wasm: &[u8], scratch_dir: &Path) -> Result<Vec<u8>> {
 ///
 /// The long-running container process never maps LLVM's heap (the compile's memory goes away
 /// with the child), and a compiler crash does not take the container down: the module then
-/// runs interpreted.
-pub fn compile_in_child(wasm: &[u8], scratch_dir: &Path) -> Result<Vec<u8>> {
-    CompileChild::spawn(wasm, scratch_dir)?.wait()
-}
-
-/// A forked compiler child (see [`compile_in_child`]). Fork it before the process starts
-/// threads of its own: a lock another thread holds at the fork (the loader's, taken by
-/// `pthread_create`) would stay held in the child forever. Dropping it unwaited kills it.
+/// runs interpreted. Fork it before the process starts threads of its own: a lock another
+/// thread holds at the fork (the loader's, taken by `pthread_create`) would stay held in the
+/// child forever. Dropping it unwaited kills it.
 pub struct CompileChild {
     pid: nix::unistd::Pid,
     output: Option<std::fs::File>,
@@ -261,9 +256,9 @@ mod tests {
     fn child_compiles_valid_and_reports_invalid_modules() {
         let dir = tempfile::tempdir().unwrap();
         let wasm = wasmedge_sdk::wat2wasm(br#"(module (func (export "_start")))"#).unwrap();
-        let native = compile_in_child(&wasm, dir.path()).unwrap();
+        let native = CompileChild::spawn(&wasm, dir.path()).unwrap().wait().unwrap();
         assert_eq!(classify(&native), ModuleKind::UniversalAot);
-        let err = compile_in_child(b"\0asm\x01\0\0\0\x01\xff", dir.path()).unwrap_err();
+        let err = CompileChild::spawn(b"\0asm\x01\0\0\0\x01\xff", dir.path()).unwrap().wait().unwrap_err();
         assert!(format!("{err:#}").contains("AOT compile failed"), "{err:#}");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "scratch files left");
     }

@@ -75,7 +75,7 @@ pub fn load_module(bytes: &[u8], file: Option<&Path>, cache: Option<&AotCache>) 
 /// the compiled code.
 pub fn begin_load<'c>(bytes: &[u8], file: Option<&Path>, cache: Option<&'c AotCache>) -> Loading<'c> {
     let origin = file.map(|p| p.display().to_string()).unwrap_or_else(|| "OCI layer".into());
-    let done = |result| Loading { origin: origin.clone(), bytes: Vec::new(), state: Begun::Done(result) };
+    let done = Loading::Done;
     match aot::classify(bytes) {
         ModuleKind::Unknown => done(Err(LoadError(format!(
             "{origin}: not a WebAssembly module (no \\0asm header, {} bytes)",
@@ -110,31 +110,24 @@ pub fn begin_load<'c>(bytes: &[u8], file: Option<&Path>, cache: Option<&'c AotCa
                 Lookup::Miss => {}
             }
             let child = aot::CompileChild::spawn(bytes, &cache.path_via_proc());
-            Loading { origin, bytes: bytes.to_vec(), state: Begun::Compiling { cache, key, child, started: Instant::now() } }
+            Loading::Compiling { origin, bytecode: bytes.to_vec(), cache, key, child, started: Instant::now() }
         }
     }
 }
 
 /// A load begun by [`begin_load`].
-pub struct Loading<'c> {
-    origin: String,
-    /// The bytecode, while it is being compiled.
-    bytes: Vec<u8>,
-    state: Begun<'c>,
-}
-
-enum Begun<'c> {
+pub enum Loading<'c> {
     Done(Result<LoadedModule, LoadError>),
-    Compiling { cache: &'c AotCache, key: String, child: Result<aot::CompileChild>, started: Instant },
+    /// The compiler child is at work on `bytecode` (key `key` in `cache`).
+    Compiling { origin: String, bytecode: Vec<u8>, cache: &'c AotCache, key: String, child: Result<aot::CompileChild>, started: Instant },
 }
 
 impl Loading<'_> {
     /// The module, runnable: compiled (and cached), or interpreted when compiling failed.
     pub fn finish(self) -> Result<LoadedModule, LoadError> {
-        let Loading { origin, bytes, state } = self;
-        let (cache, key, child, started) = match state {
-            Begun::Done(result) => return result,
-            Begun::Compiling { cache, key, child, started } => (cache, key, child, started),
+        let (origin, bytes, cache, key, child, started) = match self {
+            Loading::Done(result) => return result,
+            Loading::Compiling { origin, bytecode, cache, key, child, started } => (origin, bytecode, cache, key, child, started),
         };
         // Validate while the child compiles, so that a broken module is reported as a load
         // error (dropping the child then stops it).

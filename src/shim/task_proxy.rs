@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
 use containerd_shim_protos::protobuf::{Message, MessageField};
-use containerd_shim_protos::shim::shim::{CreateTaskRequest, DeleteRequest, PidsRequest, PidsResponse, StateRequest};
+use containerd_shim_protos::shim::shim::{CreateTaskRequest, DeleteRequest, PidsRequest, PidsResponse, StateRequest, StateResponse};
 use containerd_shim_protos::shim::shim_ttrpc::TaskClient;
 use containerd_shim_protos::ttrpc::{self, Code, Response, Status};
 use containerd_shim_protos::types::task::{ProcessInfo, Status as TaskStatus};
@@ -123,9 +123,9 @@ fn relay(client: UnixStream, private: &SocketAddr) -> Result<()> {
             Some(TaskRequest::Create(create)) => prepare_bundle(&create),
             Some(TaskRequest::Delete(delete)) if delete.exec_id.is_empty() => {
                 // On a thread of its own: other requests on this connection must not wait.
-                let (to_backend, private) = (to_backend.clone(), private.clone());
+                let (to_backend, private, mut client) = (to_backend.clone(), private.clone(), state_client.clone());
                 std::thread::spawn(move || {
-                    drain_before_delete(&delete.id, &private);
+                    drain_before_delete(&delete.id, &private, &mut client);
                     let _ = write_frame(&to_backend, &frame);
                 });
                 continue;
@@ -185,13 +185,10 @@ fn prepare_bundle(create: &CreateTaskRequest) {
 /// Drains the cgroups of container `id` if its task has stopped (a running one is left to
 /// the library, which refuses or kills as the request says). Bundles are siblings of the
 /// daemon's working directory, the first container's bundle.
-fn drain_before_delete(id: &str, private: &SocketAddr) {
-    let stopped = connect_task_client(private).and_then(|client| {
-        let request = StateRequest { id: id.to_string(), ..Default::default() };
-        client.state(ttrpc::context::with_timeout(5_000_000_000), &request).ok()
-    });
-    if stopped.map(|state| state.status.enum_value() != Ok(TaskStatus::STOPPED)).unwrap_or(true) {
-        return;
+fn drain_before_delete(id: &str, private: &SocketAddr, client: &mut Option<TaskClient>) {
+    match task_state(id, private, client) {
+        Some(state) if state.status.enum_value() == Ok(TaskStatus::STOPPED) => {}
+        _ => return,
     }
     let Some(bundle) = std::env::current_dir().ok().and_then(|cwd| Some(cwd.parent()?.join(id))) else { return };
     match super::cleanup::drain_container_cgroups(&bundle, id, std::time::Duration::from_secs(10)) {
@@ -201,27 +198,29 @@ fn drain_before_delete(id: &str, private: &SocketAddr) {
     }
 }
 
-fn connect_task_client(private: &SocketAddr) -> Option<TaskClient> {
-    let stream = UnixStream::connect_addr(private).ok()?;
-    let fd: OwnedFd = stream.into();
-    Some(TaskClient::new(ttrpc::Client::new(fd.into_raw_fd()).ok()?))
+/// The library's `State` of task `id`, through `client` (connected on first use, dropped
+/// after a failure so that the next call reconnects).
+fn task_state(id: &str, private: &SocketAddr, client: &mut Option<TaskClient>) -> Option<StateResponse> {
+    if client.is_none() {
+        let stream = UnixStream::connect_addr(private).ok()?;
+        let fd: OwnedFd = stream.into();
+        *client = Some(TaskClient::new(ttrpc::Client::new(fd.into_raw_fd()).ok()?));
+    }
+    let request = StateRequest { id: id.to_string(), ..Default::default() };
+    match client.as_ref()?.state(ttrpc::context::with_timeout(5_000_000_000), &request) {
+        Ok(state) => Some(state),
+        Err(e) => {
+            log::warn!("task proxy: State of {id} failed ({e})");
+            *client = None;
+            None
+        }
+    }
 }
 
-/// The response frame to a `Pids` request: the task's init process, from the library's `State`.
+/// The response frame to a `Pids` request: the task's init process, from the library's
+/// `State`; None (the request goes on to the library) when that is unknown.
 fn answer_pids(frame: &Frame, pids: &PidsRequest, private: &SocketAddr, client: &mut Option<TaskClient>) -> Option<Frame> {
-    if client.is_none() {
-        *client = Some(connect_task_client(private)?);
-    }
-    let request = StateRequest { id: pids.id.clone(), ..Default::default() };
-    let state = match client.as_ref()?.state(ttrpc::context::with_timeout(5_000_000_000), &request) {
-        Ok(state) if state.pid > 0 => state,
-        Ok(_) => return None,
-        Err(e) => {
-            log::warn!("task proxy: State of {} failed ({e}); passing Pids on", pids.id);
-            *client = None;
-            return None;
-        }
-    };
+    let state = task_state(&pids.id, private, client).filter(|state| state.pid > 0)?;
     let answer = PidsResponse { processes: vec![ProcessInfo { pid: state.pid, ..Default::default() }], ..Default::default() };
     let response = Response {
         status: MessageField::some(Status { code: Code::OK.into(), ..Default::default() }),
