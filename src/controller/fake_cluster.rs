@@ -264,6 +264,8 @@ fn handle(api: &Mutex<Api>, method: Method, path: &str, body: Value) -> (StatusC
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let not_found = || (StatusCode::NOT_FOUND, json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
                                                      "reason": "NotFound", "code": 404, "message": path}).to_string());
+    let conflict = || (StatusCode::CONFLICT, json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                                                   "reason": "Conflict", "code": 409, "message": "the object has been modified"}).to_string());
     match (method, segments.as_slice()) {
         (Method::GET, ["apis", "apps", "v1", "namespaces", NS, "deployments", name]) => match api.deployments.get(*name) {
             Some(d) => (StatusCode::OK, d.to_string()),
@@ -290,9 +292,7 @@ fn handle(api: &Mutex<Api>, method: Method, path: &str, body: Value) -> (StatusC
             }
             let current = api.canary["metadata"]["resourceVersion"].as_str().unwrap_or("1").to_string();
             if body["metadata"]["resourceVersion"].as_str().is_some_and(|rv| rv != current) {
-                let status = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Conflict",
-                                    "code": 409, "message": "the object has been modified"});
-                return (StatusCode::CONFLICT, status.to_string());
+                return conflict();
             }
             api.canary["status"] = body["status"].clone();
             api.canary["metadata"]["resourceVersion"] = json!((current.parse::<u64>().unwrap_or(1) + 1).to_string());
@@ -312,14 +312,12 @@ fn handle(api: &Mutex<Api>, method: Method, path: &str, body: Value) -> (StatusC
         },
         (Method::POST | Method::PUT, ["apis", "coordination.k8s.io", "v1", "namespaces", NS, "leases", ..]) => {
             // Create only when there is none, replace only the version read: like the API server.
-            let conflict = match &api.lease {
+            let stale = match &api.lease {
                 None => false,
                 Some(current) => body["metadata"]["resourceVersion"] != current["metadata"]["resourceVersion"],
             };
-            if conflict {
-                let status = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Conflict",
-                                    "code": 409, "message": "the object has been modified"});
-                return (StatusCode::CONFLICT, status.to_string());
+            if stale {
+                return conflict();
             }
             api.lease_version += 1;
             let mut lease = body.clone();

@@ -20,17 +20,6 @@ pub mod window;
 #[cfg(test)]
 mod fake_cluster;
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn error_chain_names_every_cause_once() {
-        let root = std::io::Error::new(std::io::ErrorKind::Other, "Network is unreachable (os error 101)");
-        let outer = anyhow::Error::new(root).context("client error (Connect)");
-        let chain = super::error_chain(outer.as_ref());
-        assert_eq!(chain, "client error (Connect): Network is unreachable (os error 101)");
-    }
-}
-
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -161,5 +150,16 @@ impl Drop for AbortOnDrop {
         for task in &self.0 {
             task.abort();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn error_chain_names_every_cause_once() {
+        let root = std::io::Error::new(std::io::ErrorKind::Other, "Network is unreachable (os error 101)");
+        let outer = anyhow::Error::new(root).context("client error (Connect)");
+        let chain = super::error_chain(outer.as_ref());
+        assert_eq!(chain, "client error (Connect): Network is unreachable (os error 101)");
     }
 }
