@@ -3,14 +3,16 @@
 //! Compared to WasmEdge's built-in WASI it
 //! - gives every instance its own stdio (inherit the process fds, discard, or in-memory buffers),
 //! - confines every path operation beneath the preopened host directory (`openat2` with
-//!   `RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS`), enforces read-only preopens, and reports every
-//!   denied access as a violation string,
+//!   `RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS`), refuses device nodes and /proc, /sys and the like
+//!   wherever they turn up, enforces read-only preopens, and reports every denied access as a
+//!   violation string,
 //! - is cheap to instantiate (no threads, no big allocations).
 //!
 //! Layout: `abi` (spec constants), `mem` (bounds-checked guest memory), `sys` (syscalls),
 //! `funcs` (the 46 functions).
 //!
-//! Use: `WasiCtx::new(config)` then `run(module, "_start", ctx, config)`, or register
+//! Use: [`bind_preopen_dir`] on every preopen once when the container starts, then
+//! `WasiCtx::new(config)` then `run(module, "_start", ctx, config)`, or register
 //! `import_object(ctx)` in a Store yourself. Building the import object (46 host functions) costs
 //! about as much as WasmEdge's own WASI module (~20 us); a worker that runs many instances should
 //! build it once and use `run_reusing`, which only swaps the (cheap) `WasiCtx`.
@@ -31,7 +33,7 @@ mod tests;
 
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use wasmedge_sdk::error::WasmEdgeError;
 use wasmedge_sdk::vm::SyncInst;
@@ -45,7 +47,7 @@ use sys::DirFd;
 pub const MODULE_NAME: &str = "wasi_snapshot_preview1";
 
 /// A host directory made visible to the guest.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Preopen {
     /// Path the guest uses (e.g. `/config`).
     pub guest: String,
@@ -53,7 +55,30 @@ pub struct Preopen {
     pub host: PathBuf,
     /// No write of any kind beneath it.
     pub readonly: bool,
+    /// The directory as [`bind_preopen_dir`] opened it at start: instances then get a copy of
+    /// this descriptor instead of resolving `host` again (which a module that can write the
+    /// parent directory could have replaced with a symlink meanwhile).
+    #[serde(skip)]
+    pub bound: Option<BoundDir>,
 }
+
+/// A preopen's directory descriptor, shared by every instance's copy of it.
+#[derive(Debug, Clone)]
+pub struct BoundDir(std::sync::Arc<OwnedFd>);
+
+impl BoundDir {
+    pub fn new(fd: OwnedFd) -> Self {
+        BoundDir(std::sync::Arc::new(fd))
+    }
+}
+
+impl PartialEq for BoundDir {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for BoundDir {}
 
 /// Where a standard stream goes.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -168,7 +193,8 @@ fn join_guest(dir: &str, rel: &str) -> String {
 
 impl WasiCtx {
     /// Builds the fd table: 0/1/2 per the config, the preopens from fd 3 in order, then the
-    /// virtual root "/" (unless a preopen already is "/").
+    /// virtual root "/" (unless a preopen already is "/"). Host directories are opened as by
+    /// [`bind_preopen_dir`] without its look at the mounts beneath them.
     pub fn new(config: WasiConfig) -> std::io::Result<Self> {
         for a in &config.args {
             if a.contains('\0') {
@@ -213,9 +239,11 @@ impl WasiCtx {
                 return Err(invalid(format!("invalid preopen guest path {:?}", p.guest)));
             }
             has_root |= guest == "/";
-            let fd = sys::open_dir(&p.host).map_err(|e| {
-                std::io::Error::new(e.kind(), format!("preopen {}:{}: {e}", p.guest, p.host.display()))
-            })?;
+            let fd = match &p.bound {
+                Some(BoundDir(fd)) => fd.try_clone(),
+                None => sys::open_dir(&p.host),
+            }
+            .map_err(|e| std::io::Error::new(e.kind(), format!("preopen {}: {e}", p.guest)))?;
             ctx.fds.push(Some(Entry {
                 kind: Kind::Dir(fd),
                 guest,
@@ -342,12 +370,16 @@ impl WasiCtx {
         }
     }
 
-    /// Opens `rel` beneath `dirfd` (confined), with the escape check.
+    /// Opens `rel` beneath `dirfd` (confined), with the escape check; reaching a device node or
+    /// /proc, /sys and the like is denied the same way.
     fn open_beneath(&mut self, dirfd: RawFd, rel: &str, flags: i32, mode: u32, guest: &str) -> Result<OwnedFd, Errno> {
         if rel.is_empty() {
             return Err(errno::NOENT);
         }
-        sys::open_beneath(dirfd, rel, flags, mode).map_err(|e| self.lookup_err(e, guest))
+        sys::open_confined(dirfd, rel, flags, mode).map_err(|e| match e {
+            sys::OpenError::Host(e) => self.lookup_err(e, guest),
+            sys::OpenError::Refused => self.deny(guest.to_string()),
+        })
     }
 
     /// Resolves everything but the last component of `rel` beneath the directory `fd`.
@@ -387,6 +419,18 @@ struct Resolved {
     dir: DirFd,
     last: String,
     trailing_slash: bool,
+}
+
+/// Checks and opens the host directory of a preopen; meant for once per container start, before
+/// any `WasiCtx::new` (which redoes only the cheap part of it for every instance).
+/// `host` resolves inside the process root (after pivot_root, the container's rootfs), so
+/// symlinks in the image cannot point out of it; links through /proc (`/proc/self/fd/N`,
+/// `/proc/self/root` ...) are refused, and so is a directory that is on, is or contains a mount of
+/// /proc, /sys, /dev and the like (a preopen of "/" included). The error names `host` and why.
+pub fn bind_preopen_dir(host: &Path) -> std::io::Result<OwnedFd> {
+    let fd = sys::open_dir(host)?;
+    sys::refuse_special_mounts(&fd, host)?;
+    Ok(fd)
 }
 
 fn split_stdio(s: Stdio) -> (Mode, Vec<u8>) {

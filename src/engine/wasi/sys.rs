@@ -1,7 +1,10 @@
 //! Thin wrappers over the Linux syscalls the WASI functions use.
 
-use std::ffi::CString;
+use std::ffi::{CStr, CString, OsString};
+use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
 
 use super::abi::{self, errno, filetype, fstflags, Errno};
 
@@ -16,24 +19,68 @@ struct OpenHow {
 /// Host errno of a failed call (not yet mapped to WASI).
 pub type HostErr = i32;
 
-/// openat2(dirfd, path, flags, mode) confined beneath `dirfd`, never through /proc magic links.
-/// An attempt to leave `dirfd` (`..`, absolute path or symlink) fails with host `EXDEV`.
-pub fn open_beneath(dirfd: RawFd, path: &str, flags: i32, mode: u32) -> Result<OwnedFd, HostErr> {
-    let c = CString::new(path).map_err(|_| libc::EINVAL)?;
-    let creating = flags & libc::O_CREAT != 0 || flags & libc::O_TMPFILE == libc::O_TMPFILE;
-    let how = OpenHow {
-        flags: (flags | libc::O_CLOEXEC) as u32 as u64,
-        mode: if creating { mode as u64 } else { 0 },
-        resolve: libc::RESOLVE_BENEATH | libc::RESOLVE_NO_MAGICLINKS,
-    };
+/// File systems of kernel, process and device state rather than data, which a module never
+/// reaches: statfs magic and type name as in /proc/self/mountinfo.
+const SPECIAL_FS: [(u32, &str); 19] = [
+    (0x9fa0, "proc"),
+    (0x6265_6572, "sysfs"),
+    (0x1cd1, "devpts"),
+    (0x0027_e0eb, "cgroup"),
+    (0x6367_7270, "cgroup2"),
+    (0x6462_6720, "debugfs"),
+    (0x7363_6673, "securityfs"),
+    (0x7472_6163, "tracefs"),
+    (0xcafe_4a11, "bpf"),
+    (0x6265_6570, "configfs"),
+    (0x6165_676c, "pstore"),
+    (0xde5e_81e4, "efivarfs"),
+    (0x9584_58f6, "hugetlbfs"),
+    (0x1980_0202, "mqueue"),
+    (0x6573_5543, "fusectl"),
+    (0x4249_4e4d, "binfmt_misc"),
+    (0xf97c_ff8c, "selinuxfs"),
+    (0x6e73_6673, "nsfs"),
+    (0x0187, "autofs"),
+];
+
+/// What a refused preopen is told.
+const NEVER_SEEN: &str = "sandboxed modules never see /proc, /sys or /dev";
+
+/// The `SPECIAL_FS` type of the file system `fd` is on, if any.
+fn special_fs(fd: RawFd) -> Result<Option<&'static str>, HostErr> {
+    let mut st = std::mem::MaybeUninit::<libc::statfs>::zeroed();
+    // SAFETY: st is a valid out pointer.
+    if unsafe { libc::fstatfs(fd, st.as_mut_ptr()) } < 0 {
+        return Err(abi::last_host_errno());
+    }
+    // SAFETY: initialized by fstatfs (and zeroed before). The magics are 32-bit while the width
+    // (and signedness) of f_type depends on the architecture.
+    let magic = unsafe { st.assume_init() }.f_type as u32;
+    Ok(SPECIAL_FS.iter().find(|(m, _)| *m == magic).map(|(_, name)| *name))
+}
+
+/// A device node, or anything on a `SPECIAL_FS` file system.
+fn is_special(fd: RawFd) -> Result<bool, HostErr> {
+    let mut st = std::mem::MaybeUninit::<libc::stat>::zeroed();
+    // SAFETY: st is a valid out pointer.
+    if unsafe { libc::fstat(fd, st.as_mut_ptr()) } < 0 {
+        return Err(abi::last_host_errno());
+    }
+    // SAFETY: initialized by fstat (and zeroed before).
+    let kind = unsafe { st.assume_init() }.st_mode & libc::S_IFMT;
+    Ok(kind == libc::S_IFCHR || kind == libc::S_IFBLK || special_fs(fd)?.is_some())
+}
+
+/// openat2(2), retried on EINTR and EAGAIN.
+fn openat2(dirfd: RawFd, path: &CStr, how: &OpenHow) -> Result<OwnedFd, HostErr> {
     loop {
         // SAFETY: valid C string and open_how of the size passed.
         let r = unsafe {
             libc::syscall(
                 libc::SYS_openat2,
                 dirfd,
-                c.as_ptr(),
-                &how as *const OpenHow,
+                path.as_ptr(),
+                how as *const OpenHow,
                 std::mem::size_of::<OpenHow>(),
             )
         };
@@ -48,18 +95,138 @@ pub fn open_beneath(dirfd: RawFd, path: &str, flags: i32, mode: u32) -> Result<O
     }
 }
 
-/// Opens a host directory for a preopen.
-pub fn open_dir(path: &std::path::Path) -> std::io::Result<OwnedFd> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "NUL in path"))?;
+/// Why a confined open failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenError {
+    /// The call failed with this host errno (`EXDEV`: the path tried to leave the directory).
+    Host(HostErr),
+    /// It reached a device node or something on /proc, /sys and the like (`SPECIAL_FS`).
+    Refused,
+}
+
+/// openat2(dirfd, path, flags, mode) confined beneath `dirfd`, never through /proc magic links.
+/// An attempt to leave `dirfd` (`..`, absolute path or symlink) fails with host `EXDEV`. What it
+/// reaches is checked too, as a mount inside the directory or a device node shipped in the image
+/// is no escape to openat2.
+pub fn open_confined(dirfd: RawFd, path: &str, flags: i32, mode: u32) -> Result<OwnedFd, OpenError> {
+    let c = CString::new(path).map_err(|_| OpenError::Host(libc::EINVAL))?;
+    let creating = flags & libc::O_CREAT != 0 || flags & libc::O_TMPFILE == libc::O_TMPFILE;
+    // openat2 refuses O_PATH with other flags (an O_PATH descriptor never becomes a terminal).
+    let noctty = if flags & libc::O_PATH == 0 { libc::O_NOCTTY } else { 0 };
+    let how = OpenHow {
+        flags: (flags | noctty | libc::O_CLOEXEC) as u32 as u64,
+        mode: if creating { mode as u64 } else { 0 },
+        resolve: libc::RESOLVE_BENEATH | libc::RESOLVE_NO_MAGICLINKS,
+    };
+    let fd = openat2(dirfd, &c, &how).map_err(OpenError::Host)?;
+    if is_special(fd.as_raw_fd()).map_err(OpenError::Host)? {
+        return Err(OpenError::Refused);
+    }
+    Ok(fd)
+}
+
+/// [`open_confined`] with a refusal as host `EACCES`.
+pub fn open_beneath(dirfd: RawFd, path: &str, flags: i32, mode: u32) -> Result<OwnedFd, HostErr> {
+    open_confined(dirfd, path, flags, mode).map_err(|e| match e {
+        OpenError::Host(e) => e,
+        OpenError::Refused => libc::EACCES,
+    })
+}
+
+/// Opens the host directory of a preopen (`O_PATH`), cheaply enough for every instance.
+/// `path` resolves inside the process root (the container's rootfs): symlinks in the image cannot
+/// leave it, /proc magic links (`/proc/self/fd/N`, `/proc/self/root` ...) are refused, and so is a
+/// directory on a `SPECIAL_FS` file system. Mounts beneath the directory are not looked at (see
+/// [`refuse_special_mounts`]).
+pub fn open_dir(path: &Path) -> io::Result<OwnedFd> {
+    let shown = path.display();
+    let invalid = |why: &str| io::Error::new(io::ErrorKind::InvalidInput, format!("allowed dir {shown} {why}"));
+    let rel = match path.as_os_str().as_bytes().strip_prefix(b"/") {
+        Some(b"") => &b"."[..],
+        Some(rel) => rel,
+        None => return Err(invalid("is not an absolute path")),
+    };
+    let rel = CString::new(rel).map_err(|_| invalid("contains NUL"))?;
+    let os_err = |e: HostErr| {
+        let os = io::Error::from_raw_os_error(e);
+        let hint = if e == libc::ELOOP { "; links through /proc such as /proc/self/fd/N are refused" } else { "" };
+        io::Error::new(os.kind(), format!("allowed dir {shown}: {os}{hint}"))
+    };
+    let flags = libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC;
     // SAFETY: valid C string.
-    let fd = unsafe { libc::open(c.as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
+    let root = unsafe { libc::open(c"/".as_ptr(), flags) };
+    if root < 0 {
+        return Err(os_err(abi::last_host_errno()));
     }
     // SAFETY: fresh descriptor.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    let root = unsafe { OwnedFd::from_raw_fd(root) };
+    let how = OpenHow {
+        flags: flags as u32 as u64,
+        mode: 0,
+        resolve: libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS,
+    };
+    let fd = openat2(root.as_raw_fd(), &rel, &how).map_err(os_err)?;
+    if let Some(fs) = special_fs(fd.as_raw_fd()).map_err(os_err)? {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!("allowed dir {shown} resolves into a file system of type {fs}; {NEVER_SEEN}"),
+        ));
+    }
+    Ok(fd)
+}
+
+/// Refuses the preopen directory `dir` (opened from `path` by [`open_dir`]) when it is, or
+/// contains, a mount point of a `SPECIAL_FS` file system or of /dev: a preopen of "/" would
+/// reach /proc beneath it. Reads /proc/self/mountinfo, so it is meant for once per container
+/// start; without a readable mountinfo it checks nothing.
+pub fn refuse_special_mounts(dir: &OwnedFd, path: &Path) -> io::Result<()> {
+    let Ok(mountinfo) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return Ok(());
+    };
+    let shown = path.display();
+    let resolved = std::fs::read_link(format!("/proc/self/fd/{}", dir.as_raw_fd()))
+        .map_err(|e| io::Error::new(e.kind(), format!("allowed dir {shown}: cannot tell where it resolves: {e}")))?;
+    for line in mountinfo.lines() {
+        // "36 35 98:0 /root /mount/point rw,noatime [optional fields] - fstype source options"
+        let mut fields = line.split(' ');
+        let (Some(point), Some(fs)) = (fields.nth(4), fields.skip_while(|f| *f != "-").nth(1)) else {
+            continue;
+        };
+        let point = unescape_mount_point(point);
+        let special = point == Path::new("/dev") || SPECIAL_FS.iter().any(|(_, name)| *name == fs);
+        if !special || !point.starts_with(&resolved) {
+            continue;
+        }
+        let what = if point == resolved {
+            format!("resolves to {}, a {fs} mount", point.display())
+        } else {
+            format!("resolves to {}, which contains the {fs} mount {}", resolved.display(), point.display())
+        };
+        return Err(io::Error::new(io::ErrorKind::PermissionDenied, format!("allowed dir {shown} {what}; {NEVER_SEEN}")));
+    }
+    Ok(())
+}
+
+/// A mount point as written in /proc/self/mountinfo, where space, tab, newline and backslash are
+/// octal escapes (`\040`).
+fn unescape_mount_point(field: &str) -> PathBuf {
+    let b = field.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let octal = b.get(i + 1..i + 4).filter(|d| b[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        match octal {
+            Some(d) => {
+                out.push(d.iter().fold(0u32, |v, c| v * 8 + u32::from(c - b'0')) as u8);
+                i += 4;
+            }
+            None => {
+                out.push(b[i]);
+                i += 1;
+            }
+        }
+    }
+    PathBuf::from(OsString::from_vec(out))
 }
 
 pub fn cstr(s: &str) -> Result<CString, Errno> {

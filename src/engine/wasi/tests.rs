@@ -1,3 +1,5 @@
+use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -6,6 +8,7 @@ use wasmedge_sdk::{wat2wasm, Module};
 use super::abi::{errno, oflags, rights};
 use super::funcs;
 use super::mem::Mem;
+use super::sys;
 use super::*;
 
 // ---------------------------------------------------------------- helpers
@@ -52,7 +55,7 @@ fn run_hello(cfg: WasiConfig) -> Ran {
 }
 
 fn preopen(guest: &str, host: &Path, readonly: bool) -> Preopen {
-    Preopen { guest: guest.into(), host: host.to_path_buf(), readonly }
+    Preopen { guest: guest.into(), host: host.to_path_buf(), readonly, bound: None }
 }
 
 // ---------------------------------------------------------------- the real hello module
@@ -877,6 +880,124 @@ fn new_rejects_bad_config() {
     assert!(WasiCtx::new(cfg).is_err());
     let cfg = WasiConfig { args: vec!["a\0b".into()], ..Default::default() };
     assert!(WasiCtx::new(cfg).is_err());
+}
+
+// ---------------------------------------------------------------- /proc, /sys, /dev and device nodes
+
+#[test]
+fn preopen_host_dirs_resolve_inside_the_root_and_never_into_proc() {
+    let dir = tempfile::tempdir().unwrap();
+    let real = dir.path().join("real");
+    std::fs::create_dir(&real).unwrap();
+    std::fs::write(real.join("f.txt"), "inside").unwrap();
+    let held = std::fs::File::open(&real).unwrap();
+    let link = |name: &str, target: &str| {
+        let p = dir.path().join(name);
+        std::os::unix::fs::symlink(target, &p).unwrap();
+        p
+    };
+    let to_proc_self = link("self", "/proc/self");
+    let magic = link("magic", &format!("/proc/self/fd/{}/..", held.as_raw_fd()));
+    let to_root = link("root", "/");
+    let to_real = link("ok", real.to_str().unwrap());
+    let relative = link("ok-rel", "real");
+
+    // Refused both by the check at container start and by every WasiCtx.
+    for (host, why) in [(&to_proc_self, "resolves into a file system of type proc"), (&magic, "links through /proc")] {
+        let msg = bind_preopen_dir(host).unwrap_err().to_string();
+        assert!(msg.starts_with(&format!("allowed dir {}", host.display())) && msg.contains(why), "{msg}");
+        let cfg = WasiConfig { preopens: vec![preopen("/config", host, true)], ..Default::default() };
+        let msg = WasiCtx::new(cfg).unwrap_err().to_string();
+        assert!(msg.starts_with("preopen /config: allowed dir ") && msg.contains(why), "{msg}");
+    }
+    // "/" is no special file system, but /proc, /sys and /dev are mounted beneath it.
+    let msg = bind_preopen_dir(&to_root).unwrap_err().to_string();
+    assert!(msg.contains(" resolves to /, which contains the "), "{msg}");
+    assert!(msg.ends_with("; sandboxed modules never see /proc, /sys or /dev"), "{msg}");
+
+    // Symlinks to an ordinary directory are fine.
+    for host in [&to_real, &relative] {
+        bind_preopen_dir(host).unwrap();
+        let cfg = WasiConfig { preopens: vec![preopen("/config", host, true)], ..Default::default() };
+        let mut ctx = WasiCtx::new(cfg).unwrap();
+        let mut g = Guest::new();
+        let fd = open(&mut ctx, &mut g, 3, "f.txt", 0, rights::FD_READ).unwrap();
+        assert_eq!(read(&mut ctx, &mut g, fd, 100).unwrap(), b"inside");
+        assert!(ctx.violations().is_empty(), "{:?}", ctx.violations());
+    }
+}
+
+#[test]
+fn device_nodes_in_a_preopen_are_denied() {
+    let Fixture { rw, mut ctx, mut g, ro: _ro } = fixture();
+    // 1:3 (/dev/null) keeps the test harmless should the check be missing; the check treats it
+    // like 1:1 (/dev/mem).
+    let node = std::ffi::CString::new(rw.path().join("mem").as_os_str().as_bytes()).unwrap();
+    // SAFETY: valid C string.
+    let made = unsafe { libc::mknod(node.as_ptr(), libc::S_IFCHR | 0o666, libc::makedev(1, 3)) };
+    assert_eq!(made, 0, "mknod: {}", std::io::Error::last_os_error());
+    std::os::unix::fs::symlink("mem", rw.path().join("alias")).unwrap();
+    let acces = Err(errno::ACCES);
+    assert_eq!(open(&mut ctx, &mut g, 3, "mem", 0, rights::FD_READ).map(|_| ()), acces);
+    assert_eq!(open(&mut ctx, &mut g, 3, "mem", 0, rights::FD_READ | rights::FD_WRITE).map(|_| ()), acces);
+    assert_eq!(open(&mut ctx, &mut g, 3, "mem", 0, 0).map(|_| ()), acces);
+    assert_eq!(open(&mut ctx, &mut g, 3, "alias", 0, rights::FD_READ).map(|_| ()), acces);
+    let (p, l) = g.s("mem");
+    assert_eq!(funcs::path_filestat_get(&mut ctx, &mut g.mem, 3, 1, p, l, 300), acces);
+    assert_eq!(ctx.violations(), ["permission denied: /data/mem", "permission denied: /data/alias"]);
+    // Removing it is fine.
+    funcs::path_unlink_file(&mut ctx, &mut g.mem, 3, p, l).unwrap();
+    assert!(!rw.path().join("mem").exists());
+}
+
+#[test]
+fn open_beneath_refuses_what_is_on_procfs() {
+    let proc = std::fs::File::open("/proc").unwrap();
+    let proc = proc.as_raw_fd();
+    assert_eq!(sys::open_beneath(proc, "self/status", libc::O_RDONLY, 0).map(|_| ()), Err(libc::EACCES));
+    assert_eq!(sys::open_beneath(proc, ".", libc::O_PATH | libc::O_DIRECTORY, 0).map(|_| ()), Err(libc::EACCES));
+    let dir = tempfile::tempdir().unwrap();
+    let dir = std::fs::File::open(dir.path()).unwrap();
+    sys::open_beneath(dir.as_raw_fd(), ".", libc::O_RDONLY | libc::O_DIRECTORY, 0).unwrap();
+}
+
+#[test]
+fn paths_into_proc_sys_and_dev_beneath_a_preopen_are_denied() {
+    // WasiCtx::new leaves the look at mounts to bind_preopen_dir, so a preopen of "/" stands in for
+    // an allowed dir with /proc, /sys or /dev mounted (or a symlink to them swapped in) beneath it.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("f.txt"), "ok").unwrap();
+    let cfg = WasiConfig { preopens: vec![preopen("/host", Path::new("/"), false)], ..Default::default() };
+    let mut ctx = WasiCtx::new(cfg).unwrap();
+    let mut g = Guest::new();
+    let acces = Err(errno::ACCES);
+    assert_eq!(open(&mut ctx, &mut g, 3, "proc/self/status", 0, rights::FD_READ).map(|_| ()), acces);
+    assert_eq!(open(&mut ctx, &mut g, 3, "proc", oflags::DIRECTORY, rights::FD_READDIR).map(|_| ()), acces);
+    let (p, l) = g.s("sys/kernel");
+    assert_eq!(funcs::path_filestat_get(&mut ctx, &mut g.mem, 3, 1, p, l, 300), acces);
+    let (p, l) = g.s("dev/null");
+    assert_eq!(funcs::path_filestat_get(&mut ctx, &mut g.mem, 3, 1, p, l, 300), acces);
+    // Operations on a name in a directory there: that directory is refused.
+    let (p, l) = g.s("proc/self/exe");
+    assert_eq!(funcs::path_readlink(&mut ctx, &mut g.mem, 3, p, l, 500, 100, OUT), acces);
+    let (p, l) = g.s("proc/self/new");
+    assert_eq!(funcs::path_create_directory(&mut ctx, &mut g.mem, 3, p, l), acces);
+    assert_eq!(
+        ctx.violations(),
+        [
+            "permission denied: /host/proc/self/status",
+            "permission denied: /host/proc",
+            "permission denied: /host/sys/kernel",
+            "permission denied: /host/dev/null",
+            "permission denied: /host/proc/self/exe",
+            "permission denied: /host/proc/self/new",
+        ]
+    );
+    // Ordinary files are still reachable.
+    let rel = dir.path().join("f.txt");
+    let rel = rel.strip_prefix("/").unwrap().to_str().unwrap();
+    let fd = open(&mut ctx, &mut g, 3, rel, 0, rights::FD_READ).unwrap();
+    assert_eq!(read(&mut ctx, &mut g, fd, 10).unwrap(), b"ok");
 }
 
 // ---------------------------------------------------------------- micro-benchmark
