@@ -7,7 +7,9 @@
 //!
 //! So the shim daemon puts this proxy in front of it: the daemon's listening socket (fd 3, the
 //! address containerd knows) stays with the proxy, and the library gets a private listener on
-//! an abstract socket instead. Every ttrpc frame is relayed unchanged, except `Task.Pids`
+//! a socket in a directory only root can enter ([`PRIVATE_DIR`]; an abstract socket would be
+//! reachable from every process in the host's network namespace, hostNetwork pods included).
+//! The proxy serves only peers with the shim's own uid (`SO_PEERCRED`). Every ttrpc frame is relayed unchanged, except `Task.Pids`
 //! requests, which the proxy answers itself with the task's init process, asked from the
 //! library's `State`. If `State` fails, the request goes to the library as it is.
 //!
@@ -17,8 +19,9 @@
 
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
-use std::os::linux::net::SocketAddrExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
@@ -36,6 +39,8 @@ const HEADER_LEN: usize = 10;
 const MAX_PAYLOAD: usize = 4 << 20;
 const TYPE_REQUEST: u8 = 1;
 const TYPE_RESPONSE: u8 = 2;
+/// Where the library's private listeners live: root only (mode 0700).
+pub const PRIVATE_DIR: &str = "/run/containerd-shim-wasmedge";
 
 /// In the shim daemon, before the library starts serving: moves fd 3 to the proxy.
 pub fn install() -> Result<()> {
@@ -43,9 +48,10 @@ pub fn install() -> Result<()> {
     // close-on-exec duplicate of it (containers must not inherit it) and replace fd 3 below.
     let public_fd = nix::fcntl::fcntl(SOCKET_FD, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(10)).context("dup the shim socket")?;
     let public = unsafe { UnixListener::from_raw_fd(public_fd) };
-    let name = format!("containerd-shim-wasmedge-task-{}", std::process::id());
-    let private_addr = SocketAddr::from_abstract_name(name.as_bytes())?;
-    let private = UnixListener::bind_addr(&private_addr).context("bind the private task socket")?;
+    let private_path = private_socket_path(Path::new(PRIVATE_DIR))?;
+    let private = UnixListener::bind(&private_path).context("bind the private task socket")?;
+    remove_at_exit(&private_path);
+    let private_addr = SocketAddr::from_pathname(&private_path)?;
     nix::unistd::dup2(private.as_raw_fd(), SOCKET_FD).context("hand the private socket to the library")?;
     drop(private);
     std::thread::Builder::new()
@@ -53,6 +59,9 @@ pub fn install() -> Result<()> {
         .spawn(move || {
             for client in public.incoming() {
                 match client {
+                    Ok(client) if !peer_is_trusted(&client) => {
+                        log::warn!("task proxy: refused a connection from {:?} (not the shim's uid)", peer_of(&client));
+                    }
                     Ok(client) => {
                         let addr = private_addr.clone();
                         let _ = std::thread::Builder::new().name("task-proxy-conn".into()).spawn(move || {
@@ -67,6 +76,52 @@ pub fn install() -> Result<()> {
         })
         .context("start the task proxy")?;
     Ok(())
+}
+
+/// A fresh socket path for this daemon in `dir`, which is created root-only (and made so if it
+/// exists); sockets of daemons that are gone are removed on the way.
+fn private_socket_path(dir: &Path) -> Result<PathBuf> {
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).with_context(|| format!("securing {}", dir.display()))?;
+    for entry in std::fs::read_dir(dir)?.flatten() {
+        let name = entry.file_name();
+        let pid = name.to_str().and_then(|n| n.strip_suffix(".sock")).and_then(|p| p.parse::<i32>().ok());
+        // SAFETY: signal 0 only checks that the process exists.
+        if pid.is_some_and(|pid| unsafe { libc::kill(pid, 0) } != 0) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+    let path = dir.join(format!("{}.sock", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    Ok(path)
+}
+
+/// Unlinks `path` when the daemon exits (the library ends it with `exit`).
+fn remove_at_exit(path: &Path) {
+    static PATH: std::sync::OnceLock<std::ffi::CString> = std::sync::OnceLock::new();
+    extern "C" fn unlink_socket() {
+        if let Some(p) = PATH.get() {
+            // SAFETY: a valid C string.
+            unsafe { libc::unlink(p.as_ptr()) };
+        }
+    }
+    use std::os::unix::ffi::OsStrExt;
+    if let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) {
+        if PATH.set(c).is_ok() {
+            // SAFETY: registers a plain function.
+            unsafe { libc::atexit(unlink_socket) };
+        }
+    }
+}
+
+fn peer_of(stream: &UnixStream) -> Option<(u32, i32)> {
+    let cred = nix::sys::socket::getsockopt(stream, nix::sys::socket::sockopt::PeerCredentials).ok()?;
+    Some((cred.uid(), cred.pid()))
+}
+
+/// containerd runs as the shim's uid (root): nobody else may drive its tasks.
+fn peer_is_trusted(stream: &UnixStream) -> bool {
+    peer_of(stream).is_some_and(|(uid, _)| uid == nix::unistd::geteuid().as_raw())
 }
 
 struct Frame {
@@ -228,4 +283,68 @@ fn answer_pids(frame: &Frame, pids: &PidsRequest, private: &SocketAddr, client: 
         ..Default::default()
     };
     Some(Frame { stream_id: frame.stream_id, kind: TYPE_RESPONSE, flags: 0, payload: response.write_to_bytes().ok()? })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Connects to `path` from a child running as uid/gid 65534 and keeps the connection open
+    /// until the parent has looked at it.
+    fn connect_as_nobody(path: &Path) -> i32 {
+        // SAFETY: the child makes plain syscalls only, then _exits.
+        match unsafe { libc::fork() } {
+            0 => unsafe {
+                if libc::setgid(65534) != 0 || libc::setuid(65534) != 0 {
+                    libc::_exit(2);
+                }
+                let ok = UnixStream::connect(path).map(|s| {
+                    std::thread::sleep(std::time::Duration::from_millis(500));
+                    drop(s)
+                });
+                libc::_exit(if ok.is_ok() { 0 } else { 1 })
+            },
+            child => child,
+        }
+    }
+
+    #[test]
+    fn only_the_shims_own_uid_is_trusted() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        let path = dir.path().join("s.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let child = connect_as_nobody(&path);
+        let (stranger, _) = listener.accept().unwrap();
+        assert_eq!(peer_of(&stranger).map(|(uid, _)| uid), Some(65534));
+        assert!(!peer_is_trusted(&stranger));
+        let _own = UnixStream::connect(&path).unwrap();
+        let (own, _) = listener.accept().unwrap();
+        assert!(peer_is_trusted(&own));
+        // SAFETY: reaps our own child.
+        unsafe { libc::waitpid(child, std::ptr::null_mut(), 0) };
+    }
+
+    #[test]
+    fn private_sockets_live_in_a_root_only_directory() {
+        let parent = tempfile::tempdir().unwrap();
+        // Only the private directory's own mode may keep others out.
+        std::fs::set_permissions(parent.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let dir = parent.path().join("private");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        // A socket of a daemon that is gone, and one of a live process (this one).
+        std::fs::write(dir.join("999999999.sock"), b"").unwrap();
+        let path = private_socket_path(&dir).unwrap();
+        assert_eq!(std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700, "made root-only");
+        assert!(!dir.join("999999999.sock").exists(), "stale socket removed");
+        assert_eq!(path, dir.join(format!("{}.sock", std::process::id())));
+        let _listener = UnixListener::bind(&path).unwrap();
+        let child = connect_as_nobody(&path);
+        let mut status = 0;
+        // SAFETY: reaps our own child.
+        unsafe { libc::waitpid(child, &mut status, 0) };
+        assert_eq!(libc::WEXITSTATUS(status), 1, "an unprivileged process cannot reach the socket");
+    }
 }
