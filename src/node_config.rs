@@ -25,6 +25,15 @@ pub struct NodeConfig {
     pub default_policy: String,
     /// The most any container may get: a preset name or inline limits (default edge-moderate).
     pub ceiling: Option<CeilingSpec>,
+    /// Largest module file (or wasm layer) the shim reads; a larger one is refused at start.
+    pub max_module_bytes: u64,
+    /// DANGEROUS. Run machine code that images bring (ELF modules, WasmEdge AOT sections)
+    /// instead of compiling their bytecode on this node: whoever builds an image then runs
+    /// native code as root inside the container, outside every WASI policy.
+    pub trust_image_native_code: bool,
+    /// Run containers whose entrypoint is an ELF executable or a script natively (as runc
+    /// would), besides the pod's sandbox (pause) container, which always runs natively.
+    pub allow_native_containers: bool,
 }
 
 impl Default for NodeConfig {
@@ -35,6 +44,9 @@ impl Default for NodeConfig {
             policy_dir: PathBuf::from("/etc/containerd-shim-wasmedge/policies"),
             default_policy: EDGE_STRICT.to_string(),
             ceiling: None,
+            max_module_bytes: 256 << 20,
+            trust_image_native_code: false,
+            allow_native_containers: false,
         }
     }
 }
@@ -102,6 +114,13 @@ mod tests {
         let c = NodeConfig::parse("default_policy = \"edge-moderate\"\nceiling = \"edge-strict\"\npolicy_dir = \"/nonexistent\"\n").unwrap();
         let err = c.policy_settings().unwrap_err();
         assert!(format!("{err:#}").contains("above the policy ceiling"), "{err:#}");
+    }
+
+    #[test]
+    fn the_shipped_config_keeps_native_code_off() {
+        let shipped = NodeConfig::parse(include_str!("../runtime-config/node-config.toml")).unwrap();
+        assert!(!shipped.trust_image_native_code && !shipped.allow_native_containers);
+        assert_eq!(shipped.max_module_bytes, NodeConfig::default().max_module_bytes);
     }
 
     #[test]

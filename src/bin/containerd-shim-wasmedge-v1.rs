@@ -1,8 +1,8 @@
 //! containerd runtime v2 shim `io.containerd.wasmedge.v1`.
 
-use containerd_shim_wasm::shim::{Cli, Config};
 use containerd_shim_wasmedge::node_config::NodeConfig;
-use containerd_shim_wasmedge::shim::{cleanup, init_node, task_proxy, WasmEdgeShim};
+use containerd_shim_wasmedge::shim::instance::{WasmEdgeInstance, RUNTIME_NAME};
+use containerd_shim_wasmedge::shim::{cleanup, init_node, open_node_cache, task_proxy};
 
 fn main() {
     // Debug aid: youki reports container setup failures only through `tracing`; with
@@ -31,8 +31,10 @@ fn main() {
                     // moment (the loader's, by a thread being created) stays held in every
                     // container, which then hangs creating its first thread (seen once in 739
                     // churn cycles). So the zygote first (after the node state it inherits),
-                    // then the proxy's threads; the library's own `init` finds it made.
+                    // then the proxy's threads. The AOT cache is opened after the fork: no
+                    // container (they all come from the zygote) may inherit its descriptor.
                     zygote::Zygote::init();
+                    open_node_cache();
                     if let Err(e) = task_proxy::install() {
                         eprintln!("containerd-shim-wasmedge: task proxy not installed ({e:#}); tasks will not survive a containerd restart");
                     }
@@ -52,10 +54,13 @@ fn main() {
             eprintln!("containerd-shim-wasmedge: cleanup of {id}: {e:#}");
         }
     }
-    WasmEdgeShim::run(Config {
+    let config = containerd_shimkit::Config {
         no_setup_logger: is_delete,
         default_log_level: "info".to_string(),
-    });
+        no_reaper: false,
+        no_sub_reaper: false,
+    };
+    containerd_shimkit::sandbox::cli::shim_main::<WasmEdgeInstance>(RUNTIME_NAME, containerd_shimkit::shim_version!(), Some(config));
 }
 
 /// The daemon is started with the listening socket as fd 3 and no action argument.

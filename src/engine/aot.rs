@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::sync::OnceLock;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 use wasmedge_sdk::config::{CommonConfigOptions, CompilerConfigOptions, ConfigBuilder};
 use wasmedge_sdk::{CompilerOptimizationLevel, CompilerOutputFormat};
@@ -47,18 +47,11 @@ pub fn classify(bytes: &[u8]) -> ModuleKind {
 /// Walks the section headers (not their contents). `None` when the table is malformed.
 fn has_custom_section(mut rest: &[u8], wanted: &[u8]) -> Option<bool> {
     while !rest.is_empty() {
-        let id = rest[0];
-        let (size, n) = read_leb_u32(&rest[1..])?;
-        let body_start = 1 + n;
-        let body_end = body_start.checked_add(size as usize)?;
-        let body = rest.get(body_start..body_end)?;
-        if id == 0 {
-            let (name_len, m) = read_leb_u32(body)?;
-            if body.get(m..m + name_len as usize)? == wanted {
-                return Some(true);
-            }
+        let (id, name, len) = section_header(rest)?;
+        if id == 0 && name == Some(wanted) {
+            return Some(true);
         }
-        rest = &rest[body_end..];
+        rest = &rest[len..];
     }
     Some(false)
 }
@@ -149,74 +142,129 @@ pub fn compile(wasm: &[u8], scratch_dir: &Path) -> Result<Vec<u8>> {
     result
 }
 
-/// [`compile`] in a forked child process that hands the result back through a pipe.
-///
-/// The long-running container process never maps LLVM's heap (the compile's memory goes away
-/// with the child), and a compiler crash does not take the container down: the module then
-/// runs interpreted. Fork it before the process starts threads of its own: a lock another
-/// thread holds at the fork (the loader's, taken by `pthread_create`) would stay held in the
-/// child forever. Dropping it unwaited kills it.
-pub struct CompileChild {
-    pid: nix::unistd::Pid,
-    output: Option<std::fs::File>,
+/// Why no native code came out of [`compile_checked`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum CompileError {
+    /// The module is not valid WebAssembly: the loader's or validator's message.
+    Invalid(String),
+    /// The compiler failed on a valid module (the module can still be interpreted).
+    Failed(String),
 }
 
-impl CompileChild {
-    pub fn spawn(wasm: &[u8], scratch_dir: &Path) -> Result<CompileChild> {
-        use std::io::Write;
-        use std::os::fd::{FromRawFd, IntoRawFd};
-
-        use nix::unistd::{fork, pipe, ForkResult};
-
-        let (read_end, write_end) = pipe().context("pipe for the compiler child")?;
-        // SAFETY: the child only compiles, writes to the pipe and _exits; it never returns
-        // into the caller's state.
-        match unsafe { fork() }.context("forking the compiler child")? {
-            ForkResult::Child => {
-                drop(read_end);
-                // SAFETY: the write end is ours alone in the child.
-                let mut out = unsafe { std::fs::File::from_raw_fd(write_end.into_raw_fd()) };
-                let (status, payload) = match compile(wasm, scratch_dir) {
-                    Ok(native) => (0u8, native),
-                    Err(e) => (1u8, format!("{e:#}").into_bytes()),
-                };
-                let ok = out.write_all(&[status]).and_then(|()| out.write_all(&payload)).is_ok();
-                // SAFETY: _exit skips destructors of state shared with the parent, as intended.
-                unsafe { libc::_exit(if ok { 0 } else { 2 }) }
-            }
-            ForkResult::Parent { child } => {
-                drop(write_end);
-                Ok(CompileChild { pid: child, output: Some(std::fs::File::from(read_end)) })
-            }
-        }
-    }
-
-    /// The compiled code, or why there is none.
-    pub fn wait(mut self) -> Result<Vec<u8>> {
-        use std::io::Read;
-
-        use nix::sys::wait::{waitpid, WaitStatus};
-
-        let mut reader = self.output.take().expect("waited once");
-        let mut buf = Vec::new();
-        let read = reader.read_to_end(&mut buf);
-        let status = waitpid(self.pid, None).context("waiting for the compiler child")?;
-        read.context("reading the compiler child's output")?;
-        match (status, buf.split_first()) {
-            (WaitStatus::Exited(_, 0), Some((0, native))) => Ok(native.to_vec()),
-            (_, Some((1, message))) => bail!("{}", String::from_utf8_lossy(message)),
-            (status, _) => bail!("AOT compile failed: compiler process ended with {status:?}"),
+impl std::fmt::Display for CompileError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CompileError::Invalid(m) | CompileError::Failed(m) => f.write_str(m),
         }
     }
 }
 
-impl Drop for CompileChild {
-    fn drop(&mut self) {
-        if self.output.is_some() {
-            let _ = nix::sys::signal::kill(self.pid, nix::sys::signal::Signal::SIGKILL);
-            let _ = nix::sys::wait::waitpid(self.pid, None);
-        }
+/// Validates `wasm`, then compiles it: an invalid module is reported as such instead of as a
+/// compiler failure.
+pub fn compile_checked(wasm: &[u8], scratch_dir: &Path) -> Result<Vec<u8>, CompileError> {
+    wasmedge_sdk::Module::from_bytes(None, wasm).map_err(|e| CompileError::Invalid(e.to_string()))?;
+    compile(wasm, scratch_dir).map_err(|e| CompileError::Failed(format!("{e:#}")))
+}
+
+/// [`compile_checked`] in a fresh process forked from the shim's zygote (forked itself while the
+/// shim was single-threaded): LLVM's memory goes away with it, a compiler crash only ends it,
+/// and the untrusted bytecode is never parsed by the shim daemon. The process confines itself
+/// first (see [`confine_compiler`]). `scratch_parent` receives its private scratch directory,
+/// removed afterwards. Blocks until it is done.
+pub fn compile_in_zygote(wasm: Vec<u8>, scratch_parent: &Path) -> Result<Vec<u8>, CompileError> {
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct Job {
+        #[serde(with = "serde_bytes")]
+        wasm: Vec<u8>,
+        scratch_dir: std::path::PathBuf,
     }
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct Compiled(#[serde(with = "serde_bytes")] Vec<u8>);
+    fn run(job: Job) -> Result<Compiled, CompileError> {
+        confine_compiler(&job.scratch_dir).map_err(|e| CompileError::Failed(format!("AOT compile failed: cannot confine the compiler: {e}")))?;
+        compile_checked(&job.wasm, Path::new("/")).map(Compiled)
+    }
+    let scratch_dir = scratch_parent.join(format!(
+        ".compile-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
+    ));
+    if let Err(e) = std::fs::create_dir(&scratch_dir) {
+        return Err(CompileError::Failed(format!("AOT compile failed: scratch dir {}: {e}", scratch_dir.display())));
+    }
+    let job = Job { wasm, scratch_dir: scratch_dir.clone() };
+    let worker = zygote::Zygote::global().spawn();
+    let result = match worker.try_run(run, job) {
+        Ok(result) => result.map(|Compiled(native)| native),
+        Err(e) => Err(CompileError::Failed(format!("AOT compile failed: compiler process ended ({e})"))),
+    };
+    drop(worker);
+    let _ = std::fs::remove_dir_all(&scratch_dir);
+    result
+}
+
+/// The uid and gid the compiler runs as (`nobody`).
+const COMPILER_ID: u32 = 65534;
+/// CPU seconds a compile may use before the kernel ends it (the module then runs interpreted).
+const COMPILER_CPU_SECONDS: u64 = 600;
+
+/// Leaves the compiler process with nothing to attack should a module exploit WasmEdge's
+/// loader or LLVM: no network, no file system but its empty scratch directory (its root), not
+/// root, no way back to privileges, and bounded CPU time.
+fn confine_compiler(scratch_dir: &Path) -> std::io::Result<()> {
+    use nix::sched::{unshare, CloneFlags};
+    use nix::sys::resource::{setrlimit, Resource};
+    use nix::unistd::{chdir, chown, chroot, setgid, setgroups, setuid, Gid, Uid};
+    let (uid, gid) = (Uid::from_raw(COMPILER_ID), Gid::from_raw(COMPILER_ID));
+    unshare(CloneFlags::CLONE_NEWNET)?;
+    setrlimit(Resource::RLIMIT_CPU, COMPILER_CPU_SECONDS, COMPILER_CPU_SECONDS)?;
+    chown(scratch_dir, Some(uid), Some(gid))?;
+    chroot(scratch_dir)?;
+    chdir("/")?;
+    setgroups(&[])?;
+    setgid(gid)?;
+    setuid(uid)?;
+    // SAFETY: prctl with constant arguments.
+    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `wasm` without WasmEdge AOT sections: an image's module is always compiled from its
+/// bytecode on the node, never run with machine code it brought along. A malformed section
+/// table is returned as it is, for the loader to reject.
+pub fn strip_aot_sections(wasm: &[u8]) -> Vec<u8> {
+    if !wasm.starts_with(WASM_MAGIC) || wasm.len() < 8 {
+        return wasm.to_vec();
+    }
+    let mut out = wasm[..8].to_vec();
+    let mut rest = &wasm[8..];
+    while !rest.is_empty() {
+        let Some((id, name, len)) = section_header(rest) else { return wasm.to_vec() };
+        if !(id == 0 && name == Some(AOT_SECTION)) {
+            out.extend_from_slice(&rest[..len]);
+        }
+        rest = &rest[len..];
+    }
+    out
+}
+
+/// The id, custom-section name and whole length (header included) of the section at the start
+/// of `bytes`; None when it is malformed.
+fn section_header(bytes: &[u8]) -> Option<(u8, Option<&[u8]>, usize)> {
+    let id = *bytes.first()?;
+    let (size, n) = read_leb_u32(&bytes[1..])?;
+    let body_start = 1 + n;
+    let body_end = body_start.checked_add(size as usize)?;
+    let body = bytes.get(body_start..body_end)?;
+    let name = if id == 0 {
+        let (name_len, m) = read_leb_u32(body)?;
+        Some(body.get(m..m.checked_add(name_len as usize)?)?)
+    } else {
+        None
+    };
+    Some((id, name, body_end))
 }
 
 #[cfg(test)]
@@ -253,25 +301,58 @@ mod tests {
     }
 
     #[test]
-    fn child_compiles_valid_and_reports_invalid_modules() {
+    fn compile_checked_tells_invalid_modules_from_compiler_failures() {
         let dir = tempfile::tempdir().unwrap();
         let wasm = wasmedge_sdk::wat2wasm(br#"(module (func (export "_start")))"#).unwrap();
-        let native = CompileChild::spawn(&wasm, dir.path()).unwrap().wait().unwrap();
+        let native = compile_checked(&wasm, dir.path()).unwrap();
         assert_eq!(classify(&native), ModuleKind::UniversalAot);
-        let err = CompileChild::spawn(b"\0asm\x01\0\0\0\x01\xff", dir.path()).unwrap().wait().unwrap_err();
-        assert!(format!("{err:#}").contains("AOT compile failed"), "{err:#}");
+        assert_eq!(strip_aot_sections(&native), wasm.to_vec(), "compiled output carries the bytecode it came from");
+        let err = compile_checked(b"\0asm\x01\0\0\0\x01\xff", dir.path()).unwrap_err();
+        assert!(matches!(err, CompileError::Invalid(_)), "{err:?}");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "scratch files left");
     }
 
     #[test]
-    fn an_unwaited_compile_child_is_killed_and_reaped() {
-        let dir = tempfile::tempdir().unwrap();
+    fn the_zygote_compiler_is_confined_and_compiles() {
+        let parent = tempfile::tempdir().unwrap();
         let wasm = wasmedge_sdk::wat2wasm(br#"(module (func (export "_start")))"#).unwrap();
-        let child = CompileChild::spawn(&wasm, dir.path()).unwrap();
-        let pid = child.pid;
-        drop(child);
-        // Reaped: no such child any more.
-        assert_eq!(nix::sys::wait::waitpid(pid, None).unwrap_err(), nix::errno::Errno::ECHILD);
+        let native = compile_in_zygote(wasm.to_vec(), parent.path()).unwrap();
+        assert_eq!(strip_aot_sections(&native), wasm.to_vec());
+        assert!(matches!(compile_in_zygote(b"\0asm\x01\0\0\0\x01\xff".to_vec(), parent.path()), Err(CompileError::Invalid(_))));
+        assert_eq!(std::fs::read_dir(parent.path()).unwrap().count(), 0, "scratch dirs removed");
+
+        // What a compromised compiler process could still do.
+        fn probe(dir: std::path::PathBuf) -> Result<(u32, bool, bool, bool), String> {
+            confine_compiler(&dir).map_err(|e| e.to_string())?;
+            let uid = nix::unistd::getuid().as_raw();
+            let sees_files = std::path::Path::new("/etc/passwd").exists() || std::path::Path::new("/proc/self").exists();
+            let network = std::net::TcpStream::connect_timeout(&"127.0.0.1:22".parse().unwrap(), std::time::Duration::from_millis(200))
+                .map(|_| true)
+                .unwrap_or_else(|e| e.kind() == std::io::ErrorKind::ConnectionRefused);
+            let regains_root = nix::unistd::setuid(nix::unistd::Uid::from_raw(0)).is_ok();
+            Ok((uid, sees_files, network, regains_root))
+        }
+        let dir = parent.path().join("probe");
+        std::fs::create_dir(&dir).unwrap();
+        let worker = zygote::Zygote::global().spawn();
+        let (uid, sees_files, network, regains_root) = worker.try_run(probe, dir).unwrap().unwrap();
+        assert_eq!(uid, COMPILER_ID);
+        assert!(!sees_files, "the compiler must see only its scratch directory");
+        assert!(!network, "the compiler has no network (not even loopback)");
+        assert!(!regains_root);
+    }
+
+    #[test]
+    fn aot_sections_are_stripped_and_nothing_else() {
+        let plain = module_with_custom(b"name");
+        assert_eq!(strip_aot_sections(&plain), plain);
+        let mut patched = plain.clone();
+        patched.extend_from_slice(&module_with_custom(b"wasmedge")[8..]);
+        assert_eq!(classify(&patched), ModuleKind::UniversalAot);
+        assert_eq!(strip_aot_sections(&patched), plain);
+        let mut broken = module_with_custom(b"wasmedge");
+        broken.truncate(broken.len() - 3);
+        assert_eq!(strip_aot_sections(&broken), broken, "malformed: left for the loader to reject");
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! Node-wide cache of AOT-compiled modules.
 //!
-//! The cache is reached through a directory file descriptor opened by the shim before any
-//! container exists: the module runs after `pivot_root` into the container's rootfs, where the
-//! host path is no longer visible, but the descriptor still names the host directory.
+//! Only the shim daemon reads and writes it (through a directory descriptor it opens after
+//! forking the zygote that containers come from, so no container inherits it): a container
+//! gets its compiled code in memory, never a way to the cache.
 //!
 //! Entries are written to a temporary name and renamed into place, so a reader never sees a
 //! half-written file; each entry also carries a SHA-256 of its payload, so a file damaged on
@@ -13,7 +13,7 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{bail, Context, Result};
@@ -24,7 +24,9 @@ use nix::sys::time::TimeSpec;
 use nix::unistd::{unlinkat, UnlinkatFlags};
 use sha2::{Digest, Sha256};
 
-const MAGIC: &[u8; 8] = b"WEAOT01\n";
+/// Version 02: entries written since containers lost access to the cache. Older ones (which a
+/// container could have written) fail the header check and are recompiled.
+const MAGIC: &[u8; 8] = b"WEAOT02\n";
 const HEADER_LEN: usize = MAGIC.len() + 32;
 const ENTRY_SUFFIX: &str = ".aot";
 const TEMP_PREFIX: &str = ".tmp-";
@@ -58,18 +60,6 @@ impl AotCache {
         // SAFETY: `open` returned a fresh descriptor that nothing else owns.
         let dir = unsafe { OwnedFd::from_raw_fd(fd) };
         Ok(Self { dir, max_bytes })
-    }
-
-    /// A path that reaches the cache directory from any mount namespace of this process tree
-    /// (through procfs), for tools such as WasmEdge's compiler that want a path.
-    pub fn path_via_proc(&self) -> PathBuf {
-        PathBuf::from(format!("/proc/self/fd/{}", self.dir.as_raw_fd()))
-    }
-
-    /// The cache directory's descriptor (also the anchor from which containers find their
-    /// bundle, see `shim::spec`).
-    pub fn raw_fd(&self) -> std::os::fd::RawFd {
-        self.dir.as_raw_fd()
     }
 
     pub fn entry_name(key: &str) -> String {
@@ -178,6 +168,11 @@ impl AotCache {
             self.remove(&e.name);
             total -= e.size;
         }
+    }
+
+    /// Drops the entry of `key` (one that does not belong to its key).
+    pub fn remove_entry(&self, key: &str) {
+        self.remove(&Self::entry_name(key));
     }
 
     fn remove(&self, name: &str) {

@@ -5,10 +5,11 @@ pub mod cache;
 pub mod wasi;
 pub mod slot;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Result;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use wasmedge_sdk::config::{CommonConfigOptions, ConfigBuilder, RuntimeConfigOptions};
 use wasmedge_sdk::Module;
@@ -46,7 +47,7 @@ impl std::fmt::Display for LoadError {
 impl std::error::Error for LoadError {}
 
 /// How a module ended up runnable, for logs and tests.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum LoadPath {
     /// Native code found in the node cache: nothing compiled.
     CacheHit,
@@ -58,99 +59,108 @@ pub enum LoadPath {
     Interpreted,
 }
 
-pub struct LoadedModule {
-    pub module: Module,
+/// The code a container runs, made ready by the shim daemon before the container exists: the
+/// container loads exactly this and never looks at the cache or the image's file again.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum ModuleCode {
+    /// Universal wasm whose native code this node compiled (or, only with the node's
+    /// `trust_image_native_code`, the image's own).
+    Native(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// Bytecode without AOT sections, for the interpreter.
+    Bytecode(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// A native shared library from the image, by its path in the container (only with
+    /// `trust_image_native_code`).
+    SharedLibrary(PathBuf),
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PreparedModule {
+    /// Where the module came from, for messages (`/app/hello.wasm`, `OCI layer sha256:…`).
+    pub origin: String,
     pub path: LoadPath,
+    pub code: ModuleCode,
 }
 
-/// Loads module bytes, compiling bytecode ahead of time through `cache` when possible.
-pub fn load_module(bytes: &[u8], file: Option<&Path>, cache: Option<&AotCache>) -> Result<LoadedModule, LoadError> {
-    begin_load(bytes, file, cache).finish()
-}
-
-/// The first half of [`load_module`], for callers that start threads before the module is
-/// ready: everything but the wait for the compiler. On an AOT cache miss the compiler child
-/// is forked here, so call it while the process has no busy threads (see
-/// [`aot::CompileChild`]); [`Loading::finish`] validates the module meanwhile and collects
-/// the compiled code.
-pub fn begin_load<'c>(bytes: &[u8], file: Option<&Path>, cache: Option<&'c AotCache>) -> Loading<'c> {
-    let origin = file.map(|p| p.display().to_string()).unwrap_or_else(|| "OCI layer".into());
-    let done = Loading::Done;
-    match aot::classify(bytes) {
-        ModuleKind::Unknown => done(Err(LoadError(format!(
-            "{origin}: not a WebAssembly module (no \\0asm header, {} bytes)",
-            bytes.len()
-        )))),
-        ModuleKind::NativeAot => done(match file {
-            None => Err(LoadError(format!("{origin}: a native AOT library must be shipped as a file"))),
-            Some(file) => Module::from_file(None, file)
-                .map(|module| LoadedModule { module, path: LoadPath::Precompiled })
-                .map_err(|e| LoadError(format!("{origin}: {e}"))),
-        }),
-        ModuleKind::UniversalAot => done(
-            Module::from_bytes(None, bytes)
-                .map(|module| LoadedModule { module, path: LoadPath::Precompiled })
-                .map_err(|e| LoadError(format!("{origin}: {e}"))),
-        ),
-        ModuleKind::Bytecode => {
-            let Some(cache) = cache else {
-                log::warn!("aot: no usable AOT cache; running {origin} in the interpreter (slow)");
-                return done(interpreted(bytes, &origin));
-            };
-            let key = cache_key(bytes);
-            match cache.get(&key) {
-                Lookup::Hit(native) => match Module::from_bytes(None, &native) {
-                    Ok(module) => {
-                        log::info!("aot: cache hit for {origin} (key {key}), nothing compiled");
-                        return done(Ok(LoadedModule { module, path: LoadPath::CacheHit }));
-                    }
-                    Err(e) => log::warn!("aot: cached code for {origin} (key {key}) does not load ({e}); recompiling"),
-                },
-                Lookup::Corrupt(why) => log::warn!("aot: cache entry for {origin} (key {key}) was corrupt ({why}); removed, recompiling"),
-                Lookup::Miss => {}
-            }
-            let child = aot::CompileChild::spawn(bytes, &cache.path_via_proc());
-            Loading::Compiling { origin, bytecode: bytes.to_vec(), cache, key, child, started: Instant::now() }
-        }
+impl PreparedModule {
+    /// The WasmEdge module, in the container.
+    pub fn load(&self) -> Result<Module, LoadError> {
+        let loaded = match &self.code {
+            ModuleCode::Native(bytes) | ModuleCode::Bytecode(bytes) => Module::from_bytes(None, bytes),
+            ModuleCode::SharedLibrary(path) => Module::from_file(None, path),
+        };
+        loaded.map_err(|e| LoadError(format!("{}: {e}", self.origin)))
     }
 }
 
-/// A load begun by [`begin_load`].
-pub enum Loading<'c> {
-    Done(Result<LoadedModule, LoadError>),
-    /// The compiler child is at work on `bytecode` (key `key` in `cache`).
-    Compiling { origin: String, bytecode: Vec<u8>, cache: &'c AotCache, key: String, child: Result<aot::CompileChild>, started: Instant },
-}
+/// Shown when an image brings machine code and the node does not trust image code.
+pub const NATIVE_CODE_REFUSED: &str = "native code in the image is not allowed";
 
-impl Loading<'_> {
-    /// The module, runnable: compiled (and cached), or interpreted when compiling failed.
-    pub fn finish(self) -> Result<LoadedModule, LoadError> {
-        let (origin, bytes, cache, key, child, started) = match self {
-            Loading::Done(result) => return result,
-            Loading::Compiling { origin, bytecode, cache, key, child, started } => (origin, bytecode, cache, key, child, started),
-        };
-        // Validate while the child compiles, so that a broken module is reported as a load
-        // error (dropping the child then stops it).
-        let bytecode = interpreted(&bytes, &origin)?;
-        let native = match child.and_then(aot::CompileChild::wait) {
-            Ok(native) => native,
-            Err(e) => {
-                log::error!("aot: compiling {origin} failed ({e:#}); running it in the interpreter (slow)");
-                return Ok(bytecode);
-            }
-        };
-        log::info!("aot: compiled {origin} (key {key}) in {} ms", started.elapsed().as_millis());
-        if let Err(e) = cache.put(&key, &native) {
-            log::error!("aot: could not store compiled {origin} in the cache ({e:#}); using it from memory");
+/// Turns an image's module into what the container may run. Only machine code that this
+/// node's compiler produced from the module's own bytecode is used: AOT sections the image
+/// brings are stripped and ELF files refused, unless the node admin set `trust_native`.
+/// `compile` validates and compiles bytecode (in a separate process, see
+/// [`aot::compile_in_zygote`]); `file` is the module's path in the container, if it is a file.
+pub fn prepare_module(
+    bytes: &[u8],
+    origin: &str,
+    file: Option<&Path>,
+    cache: Option<&AotCache>,
+    trust_native: bool,
+    compile: impl FnOnce(&[u8]) -> Result<Vec<u8>, aot::CompileError>,
+) -> Result<PreparedModule, LoadError> {
+    let ready = |path, code| Ok(PreparedModule { origin: origin.to_string(), path, code });
+    let bytecode = match aot::classify(bytes) {
+        ModuleKind::Unknown => {
+            return Err(LoadError(format!("{origin}: not a WebAssembly module (no \\0asm header, {} bytes)", bytes.len())))
         }
-        let module = Module::from_bytes(None, &native).map_err(|e| LoadError(format!("{origin}: compiled code does not load: {e}")))?;
-        Ok(LoadedModule { module, path: LoadPath::Compiled })
+        ModuleKind::NativeAot if trust_native => match file {
+            Some(file) => return ready(LoadPath::Precompiled, ModuleCode::SharedLibrary(file.to_path_buf())),
+            None => return Err(LoadError(format!("{origin}: a native AOT library must be shipped as a file"))),
+        },
+        ModuleKind::NativeAot => {
+            return Err(LoadError(format!(
+                "{NATIVE_CODE_REFUSED}: {origin} is an ELF file; ship the module's WebAssembly bytecode (the node compiles it), or a node admin sets trust_image_native_code"
+            )))
+        }
+        ModuleKind::UniversalAot if trust_native => return ready(LoadPath::Precompiled, ModuleCode::Native(bytes.to_vec())),
+        ModuleKind::UniversalAot => {
+            log::warn!("aot: {origin} carries a WasmEdge AOT section; ignored (only code compiled on this node runs), compiling its bytecode");
+            aot::strip_aot_sections(bytes)
+        }
+        ModuleKind::Bytecode => bytes.to_vec(),
+    };
+    let Some(cache) = cache else {
+        log::warn!("aot: no usable AOT cache; running {origin} in the interpreter (slow)");
+        return ready(LoadPath::Interpreted, ModuleCode::Bytecode(bytecode));
+    };
+    let key = cache_key(&bytecode);
+    match cache.get(&key) {
+        Lookup::Hit(native) if aot::strip_aot_sections(&native) == bytecode => {
+            log::info!("aot: cache hit for {origin} (key {key}), nothing compiled");
+            return ready(LoadPath::CacheHit, ModuleCode::Native(native));
+        }
+        Lookup::Hit(_) => {
+            cache.remove_entry(&key);
+            log::warn!("aot: cache entry for {origin} (key {key}) was corrupt (not compiled from this bytecode); removed, recompiling");
+        }
+        Lookup::Corrupt(why) => log::warn!("aot: cache entry for {origin} (key {key}) was corrupt ({why}); removed, recompiling"),
+        Lookup::Miss => {}
     }
-}
-
-fn interpreted(bytes: &[u8], origin: &str) -> Result<LoadedModule, LoadError> {
-    let module = Module::from_bytes(None, bytes).map_err(|e| LoadError(format!("{origin}: {e}")))?;
-    Ok(LoadedModule { module, path: LoadPath::Interpreted })
+    let started = Instant::now();
+    match compile(&bytecode) {
+        Ok(native) => {
+            log::info!("aot: compiled {origin} (key {key}) in {} ms", started.elapsed().as_millis());
+            if let Err(e) = cache.put(&key, &native) {
+                log::error!("aot: could not store compiled {origin} in the cache ({e:#}); using it from memory");
+            }
+            ready(LoadPath::Compiled, ModuleCode::Native(native))
+        }
+        Err(aot::CompileError::Invalid(why)) => Err(LoadError(format!("{origin}: {why}"))),
+        Err(aot::CompileError::Failed(why)) => {
+            log::error!("aot: compiling {origin} failed ({why}); running it in the interpreter (slow)");
+            ready(LoadPath::Interpreted, ModuleCode::Bytecode(bytecode))
+        }
+    }
 }
 
 /// sha256(module) + engine fingerprint (WasmEdge version, compile options, CPU).
@@ -159,7 +169,7 @@ pub fn cache_key(bytecode: &[u8]) -> String {
 }
 
 /// What a run gets from the container, already filtered by the sandbox policy.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunSpec {
     pub func: String,
     pub args: Vec<String>,

@@ -26,7 +26,7 @@ pub const MAX_BODY_BYTES_LIMIT: usize = 64 << 20;
 /// Below Kubernetes' default termination grace period (30 s), so a drain ends before SIGKILL.
 pub const DEFAULT_DRAIN_TIMEOUT_MS: u64 = 20_000;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Mode {
     /// Run the module's `_start` once; its exit code is the container's.
     Command,
@@ -34,7 +34,7 @@ pub enum Mode {
     Http(HttpSettings),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct HttpSettings {
     pub port: u16,
     /// The `version` label of every metric (canary analysis groups by it).

@@ -1,0 +1,210 @@
+//! The container side: youki's init process, after `pivot_root`, runs what the daemon
+//! prepared (see [`super::launch`]).
+//!
+//! Before anything of the module runs, every descriptor above stderr is closed: whatever the
+//! shim daemon held when the zygote was forked (its ttrpc socket, the log FIFO, pipes) would
+//! otherwise stay open in the container, and any of them is a way out.
+
+use std::sync::Arc;
+
+use libcontainer::workload::default::DefaultExecutor;
+use libcontainer::workload::{Executor as WorkloadExecutor, ExecutorError, ExecutorSetEnvsError, ExecutorValidationError};
+use oci_spec::runtime::Spec;
+
+use super::launch::{Launch, WasmLaunch};
+use crate::engine::slot::SlotSpec;
+use crate::engine::wasi::{self, BoundDir, Preopen};
+use crate::engine::{self, exit_code, RunSpec};
+use crate::http::{self, Mode, Served};
+
+#[derive(Clone)]
+pub struct Executor(pub Arc<Launch>);
+
+impl WorkloadExecutor for Executor {
+    fn exec(&self, spec: &Spec) -> Result<(), ExecutorError> {
+        match &*self.0 {
+            Launch::Native => DefaultExecutor {}.exec(spec),
+            Launch::Refused { message, exit_code } => {
+                enter_sandbox();
+                std::process::exit(report_failure(message, *exit_code))
+            }
+            Launch::Wasm(launch) => {
+                enter_sandbox();
+                std::process::exit(run(launch))
+            }
+        }
+    }
+
+    fn validate(&self, spec: &Spec) -> Result<(), ExecutorValidationError> {
+        match &*self.0 {
+            Launch::Native => DefaultExecutor {}.validate(spec),
+            _ => Ok(()),
+        }
+    }
+
+    /// A module gets only the policy's variables, through its WASI environment, never the
+    /// process's.
+    fn setup_envs(&self, envs: std::collections::HashMap<String, String>) -> Result<(), ExecutorSetEnvsError> {
+        match &*self.0 {
+            Launch::Native => DefaultExecutor {}.setup_envs(envs),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Leaves the container's init process with its stdio only. Logging stops first: the shim
+/// logger's descriptor (the daemon's log FIFO) is closed with the rest.
+fn enter_sandbox() {
+    log::set_max_level(log::LevelFilter::Off);
+    make_stdin_read_only();
+    // SAFETY: closes descriptors only; nothing of ours above stderr is used after this.
+    let closed = unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
+    if closed != 0 {
+        // close_range is in every kernel youki supports; refuse to run rather than leak.
+        eprintln!("cannot close inherited descriptors: {}", std::io::Error::last_os_error());
+        std::process::exit(exit_code::LOAD_FAILED);
+    }
+}
+
+fn run(launch: &WasmLaunch) -> i32 {
+    let mut run = launch.run.clone();
+    run.preopens = match bind_preopens(std::mem::take(&mut run.preopens)) {
+        Ok(preopens) => preopens,
+        Err(message) => {
+            exit_on_termination_signals();
+            return report_failure(&message, exit_code::BAD_POLICY);
+        }
+    };
+    let module = match launch.module.load() {
+        Ok(module) => module,
+        Err(e) => {
+            exit_on_termination_signals();
+            return report_failure(&e.to_string(), exit_code::LOAD_FAILED);
+        }
+    };
+    match &launch.mode {
+        Mode::Command => {
+            exit_on_termination_signals();
+            run_command(&module, run, launch.timeout)
+        }
+        Mode::Http(settings) => {
+            let slot = SlotSpec { run, timeout: launch.timeout };
+            // A thread of its own: the HTTP runtime must not nest in another executor.
+            let settings = settings.clone();
+            let served = std::thread::spawn(move || http::serve(settings, slot, move || Ok(module))).join();
+            match served {
+                Ok(Served::Stopped { drained }) => {
+                    if !drained {
+                        eprintln!("drain timeout passed with requests in flight");
+                    }
+                    0
+                }
+                Ok(Served::Failed { message, exit_code }) => report_failure(&message, exit_code),
+                Err(_) => report_failure("the HTTP server panicked", exit_code::LOAD_FAILED),
+            }
+        }
+    }
+}
+
+/// Opens the policy's directories in the container, where its mounts are in place. One the
+/// container does not have is left out (the module does not see it); one that is no directory
+/// or resolves into /proc, /sys, /dev or out through a magic link refuses the start.
+fn bind_preopens(preopens: Vec<Preopen>) -> Result<Vec<Preopen>, String> {
+    let mut bound = Vec::with_capacity(preopens.len());
+    for mut preopen in preopens {
+        match wasi::bind_preopen_dir(&preopen.host) {
+            Ok(fd) => {
+                preopen.bound = Some(BoundDir::new(fd));
+                bound.push(preopen);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(format!(
+                    "sandbox policy: {e} (guest path {}); grant a real directory of the image or a volume in wasmedge.io/allowed-dirs",
+                    preopen.guest
+                ))
+            }
+        }
+    }
+    Ok(bound)
+}
+
+/// Command mode: one run of the entry function; its exit code is the container's.
+fn run_command(module: &wasmedge_sdk::Module, run: RunSpec, timeout: std::time::Duration) -> i32 {
+    start_time_limit(timeout.as_millis() as u64);
+    let report = match engine::run_command(module, run) {
+        Ok(report) => report,
+        Err(e) => return report_failure(&format!("failed to start module: {e:#}"), exit_code::LOAD_FAILED),
+    };
+    for violation in &report.violations {
+        eprintln!("{violation}");
+    }
+    match report.outcome.failure_message() {
+        None => report.outcome.exit_code(),
+        Some(message) => report_failure(&message, report.outcome.exit_code()),
+    }
+}
+
+/// Wall-clock limit of the whole run. A watchdog thread ends the process: that stops busy
+/// loops and blocking calls alike, with nothing to unwind.
+fn start_time_limit(timeout_ms: u64) {
+    std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(timeout_ms));
+        report_failure(&engine::time_limit_message(timeout_ms), exit_code::TIME_LIMIT);
+        // SAFETY: _exit ends the process without running destructors, as intended here.
+        unsafe { libc::_exit(exit_code::TIME_LIMIT) }
+    });
+}
+
+/// Kubernetes shows this file's content as the container's termination message.
+const TERMINATION_LOG: &str = "/dev/termination-log";
+
+/// Writes the reason to the container's stderr (`ctr run`, `kubectl logs`), to the termination
+/// message when Kubernetes provides one (`kubectl describe`), and to the shim log.
+fn report_failure(message: &str, code: i32) -> i32 {
+    log::error!("{message}");
+    eprintln!("{message}");
+    if let Ok(mut f) = std::fs::OpenOptions::new().append(true).open(TERMINATION_LOG) {
+        use std::io::Write;
+        let _ = writeln!(f, "{message}");
+    }
+    code
+}
+
+/// A container's init process ignores signals it has no handler for, so without this a busy
+/// module would outlive `ctr task kill` (SIGTERM) until SIGKILL.
+fn exit_on_termination_signals() {
+    extern "C" fn on_signal(sig: libc::c_int) {
+        // SAFETY: _exit is async-signal-safe.
+        unsafe { libc::_exit(128 + sig) }
+    }
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+    let action = SigAction::new(SigHandler::Handler(on_signal), SaFlags::empty(), SigSet::empty());
+    for sig in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        // SAFETY: the handler only calls _exit.
+        unsafe {
+            let _ = sigaction(sig, &action);
+        }
+    }
+    debug_assert_eq!(exit_code::TERMINATED, 128 + libc::SIGTERM);
+}
+
+/// containerd-shim-wasm opens the stdin FIFO read-write (so that opening never blocks), which
+/// makes the container its own writer: a module reading stdin to the end would wait forever
+/// after the client closed its side. Reopen it read-only so the client's close is an EOF.
+fn make_stdin_read_only() {
+    use nix::fcntl::{fcntl, open, FcntlArg, OFlag};
+    use nix::sys::stat::{fstat, Mode, SFlag};
+    let is_fifo = fstat(0).map(|st| SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFIFO).unwrap_or(false);
+    let read_write = fcntl(0, FcntlArg::F_GETFL).map(|fl| OFlag::from_bits_truncate(fl) & OFlag::O_ACCMODE == OFlag::O_RDWR).unwrap_or(false);
+    if !(is_fifo && read_write) {
+        return;
+    }
+    match open("/proc/self/fd/0", OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty()) {
+        Ok(fd) => {
+            let _ = nix::unistd::dup2(fd, 0);
+            let _ = nix::unistd::close(fd);
+        }
+        Err(e) => log::warn!("could not reopen stdin read-only ({e}); a module reading to EOF may block"),
+    }
+}
