@@ -85,14 +85,18 @@ fn containers_compiling_the_same_module_at_once_share_one_valid_entry() {
     let c = Containerd::start();
     let image = "localhost/hello:concurrent-compile";
     c.import(None, &images().rootfs(image, &wasm("hello"), &[]), false);
-    // Started back to back without waiting: each finds the cache empty and compiles.
-    let mut runs = vec![];
-    for _ in 0..4 {
-        let id = unique("compile");
-        let cgroup = c.cgroup_of(&id);
-        c.ctr_ok(&["run", "-d", "--runtime", common::WASMEDGE_RUNTIME, "--cgroup", &cgroup, image, &id, "/app/hello.wasm", "sleep", "1"]);
-        runs.push(id);
-    }
+    // Created at the same time (the shim compiles while creating): each finds the cache empty
+    // and compiles.
+    let runs: Vec<String> = (0..4).map(|_| unique("compile")).collect();
+    std::thread::scope(|s| {
+        for id in &runs {
+            let c = &c;
+            s.spawn(move || {
+                let cgroup = c.cgroup_of(id);
+                c.ctr_ok(&["run", "-d", "--runtime", common::WASMEDGE_RUNTIME, "--cgroup", &cgroup, image, id, "/app/hello.wasm", "sleep", "1"]);
+            });
+        }
+    });
     for id in &runs {
         assert!(c.wait_task_status(id, "STOPPED", Duration::from_secs(120)), "{id} did not finish");
         let status = c.ctr(&["task", "delete", id]);

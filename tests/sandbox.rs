@@ -56,7 +56,9 @@ fn infinite_loop_hits_the_time_limit() {
     let r = attack(&c, &["wasmedge.io/execution-timeout-ms=700"], &[], &["spin"]);
     assert_eq!(r.code, 124, "stderr {}", r.stderr);
     assert!(r.stderr.contains("WasmEdge: time limit exceeded (execution_timeout_ms 700)"), "stderr: {}", r.stderr);
-    assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
+    // The limit covers the call, not the module's first compile (before the container starts):
+    // a generous bound only shows that the run did not go on unlimited.
+    assert!(started.elapsed() < Duration::from_secs(120), "took {:?}", started.elapsed());
     neighbour_still_fine(&c);
     c.assert_clean();
 }

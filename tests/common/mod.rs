@@ -2,5 +2,6 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod cri;
+pub mod image;
 
 pub use containerd_shim_wasmedge::devnode::*;
