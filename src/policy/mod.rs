@@ -193,7 +193,7 @@ impl PolicySettings {
 /// Turns one container's merged annotations (container over pod, merged by the caller) into
 /// its sandbox policy: the chosen preset, with each field annotation replacing that field, then
 /// checked against the node ceiling. Keys outside `wasmedge.io/` are ignored; unknown keys
-/// inside it are errors (typo protection). Keys are checked in sorted order, so the same
+/// inside it, in any case, are errors (typo protection). Keys are checked in sorted order, so the same
 /// annotations always give the same error.
 pub fn resolve(
     settings: &PolicySettings,
@@ -201,7 +201,8 @@ pub fn resolve(
 ) -> Result<WasiSandboxPolicy, PolicyError> {
     let ours: BTreeMap<&str, &str> = annotations
         .iter()
-        .filter(|(k, _)| k.starts_with(PREFIX))
+        // Any case: `WasmEdge.io/policy` must be refused as a typo, not silently ignored.
+        .filter(|(k, _)| k.get(..PREFIX.len()).is_some_and(|p| p.eq_ignore_ascii_case(PREFIX)))
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
     for (key, value) in &ours {

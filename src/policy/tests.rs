@@ -379,7 +379,6 @@ fn keys_outside_the_namespace_and_non_policy_keys_are_ignored() {
         ("io.kubernetes.cri.container-type", "container"),
         ("example.com/wasmedge.io/policy", "anything"),
         ("wasmedge.io.evil/max-memory-pages", "99999"),
-        ("WASMEDGE.IO/policy", "nope"),
     ];
     for k in NON_POLICY_KEYS {
         pairs.push((k, "whatever value"));
@@ -438,6 +437,12 @@ fn error_messages() {
             &[("wasmedge.io/warmpool", "on")],
             "invalid annotation wasmedge.io/warmpool=\"on\": unknown wasmedge.io annotation; \
              fix: did you mean wasmedge.io/warm-pool?"
+                .into(),
+        ),
+        (
+            &[("WasmEdge.io/policy", "allow-all")],
+            "invalid annotation WasmEdge.io/policy=\"allow-all\": unknown wasmedge.io annotation; \
+             fix: did you mean wasmedge.io/policy?"
                 .into(),
         ),
         (
