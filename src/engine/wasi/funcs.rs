@@ -697,6 +697,8 @@ pub(super) fn path_open(
 ) -> R {
     let rel = mem.read_str(path, path_len)?;
     mem.check(out, 4)?;
+    // Before anything is opened on the host.
+    ctx.check_fd_quota()?;
     let oflags = oflags as u16;
     let fdflags = fdflags as u16;
     let wants_write = oflags & (oflags::CREAT | oflags::TRUNC | oflags::EXCL) != 0

@@ -138,6 +138,11 @@ struct Entry {
     flags: u16,
 }
 
+/// Open descriptors one instance may hold, stdio and preopens included; `path_open` beyond it
+/// fails with `EMFILE`. HTTP mode runs many instances in one process, whose own descriptor
+/// limit they share.
+pub const MAX_OPEN_FDS: usize = 256;
+
 /// Most violations kept; later ones are counted only.
 const MAX_VIOLATIONS: usize = 256;
 
@@ -329,8 +334,17 @@ impl WasiCtx {
         self.fds.get_mut(fd as usize).and_then(Option::as_mut).ok_or(errno::BADF)
     }
 
+    /// `EMFILE` when the instance holds [`MAX_OPEN_FDS`] descriptors already.
+    fn check_fd_quota(&self) -> Result<(), Errno> {
+        if self.fds.iter().flatten().count() >= MAX_OPEN_FDS {
+            return Err(errno::MFILE);
+        }
+        Ok(())
+    }
+
     /// Puts an entry in the lowest free slot.
     fn insert(&mut self, e: Entry) -> Result<u32, Errno> {
+        self.check_fd_quota()?;
         let slot = match self.fds.iter().position(Option::is_none) {
             Some(i) => i,
             None => {

@@ -1058,3 +1058,21 @@ fn bench_instantiate_and_run_hello() {
         us(reusing)
     );
 }
+
+#[test]
+fn an_instance_holds_at_most_max_open_fds_descriptors() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("f"), b"x").unwrap();
+    let mut cfg = config(&[]);
+    cfg.preopens = vec![preopen("/data", dir.path(), true)];
+    let mut ctx = WasiCtx::new(cfg).unwrap();
+    let mut g = Guest::new();
+    let held = ctx.fds.iter().flatten().count();
+    for _ in held..MAX_OPEN_FDS {
+        open(&mut ctx, &mut g, 3, "f", 0, rights::FD_READ).unwrap();
+    }
+    assert_eq!(open(&mut ctx, &mut g, 3, "f", 0, rights::FD_READ), Err(errno::MFILE));
+    // Closing one makes room again.
+    funcs::fd_close(&mut ctx, &mut g.mem, 10).unwrap();
+    assert!(open(&mut ctx, &mut g, 3, "f", 0, rights::FD_READ).is_ok());
+}
