@@ -375,3 +375,34 @@ fn the_task_api_answers_containerd_only() {
     assert!(c.wait_no_shims(Duration::from_secs(20)).is_empty());
     assert!(!private.exists(), "the private socket is removed with its shim");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn containers_of_one_pod_hold_no_descriptor_of_the_node() {
+    use common::cri::{remove_pod, run_container, run_pod, start_container, Cri};
+    use std::collections::HashMap;
+    // A pod as kubelet makes it: the sandbox container, a wasm module, and a native sidecar
+    // (allowed on this node) that lists its own descriptors.
+    let c = Containerd::start_with(Options { node_config_extra: "allow_native_containers = true\n".into(), ..Default::default() });
+    c.import(Some("k8s.io"), &images().pause(), false);
+    let busybox = image::build(&images().dir, "localhost/escape-busybox-cri:test", &[Entry::File { path: "/bin/busybox", bytes: std::fs::read("/bin/busybox").unwrap(), mode: 0o755 }], &["/bin/busybox"]);
+    c.import(Some("k8s.io"), &busybox, false);
+    let module = image::build(&images().dir, "localhost/escape-module-cri:test", &[Entry::File { path: MODULE, bytes: hostile_module(), mode: 0o644 }, Entry::Dir("/app/config")], &[MODULE]);
+    c.import(Some("k8s.io"), &module, false);
+    let mut cri = Cri::connect(c.socket.clone()).await;
+    let pod = run_pod(&c, &mut cri, HashMap::new()).await;
+    let long = HashMap::from([("wasmedge.io/execution-timeout-ms".to_string(), "30000".to_string())]);
+    let wasm_id = start_container(&mut cri, &pod, "localhost/escape-module-cri:test", &["spin"], 0, long).await;
+    let sidecar = run_container(&mut cri, &pod, "localhost/escape-busybox-cri:test", &["ls", "/proc/self/fd"], 1, HashMap::new()).await;
+    assert_eq!(sidecar.exit_code, 0, "{sidecar:?}");
+    let log = common::cri::container_log(&c, &pod, 1);
+    let listed: Vec<&str> = log.lines().filter_map(|l| l.rsplit(' ').next()).filter(|w| !w.is_empty()).collect();
+    assert_eq!(listed, ["0", "1", "2", "3"], "the sidecar holds stdio and ls's directory only: {log}");
+    let tasks = c.ctr_ns("k8s.io", &["task", "ls"]);
+    let tasks = String::from_utf8_lossy(&tasks.stdout).into_owned();
+    let pid: i32 = tasks.lines().find(|l| l.starts_with(&wasm_id)).and_then(|l| l.split_whitespace().nth(1)).and_then(|p| p.parse().ok()).unwrap_or_else(|| panic!("{tasks}"));
+    let fds = descriptors(pid);
+    let targets: Vec<&str> = fds.iter().skip(3).map(|(_, t)| t.as_str()).collect();
+    assert_eq!(targets, ["/app/config"], "the module holds stdio and its preopen only: {fds:?}");
+    remove_pod(&c, &mut cri, &pod).await;
+    c.assert_clean();
+}
