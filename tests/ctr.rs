@@ -275,3 +275,23 @@ fn unwritable_cache_falls_back_loudly_and_still_runs() {
     assert!(log.contains("module ready (Interpreted)"), "{log}");
     c.assert_clean();
 }
+
+#[test]
+fn relative_preopen_names_work_as_with_wasmedge_dir() {
+    // `wasmedge --dir data:/app/config` and `--dir .:/app/config` in annotation form: WASI
+    // preopen names are any string, and wasi-libc resolves relative paths against them.
+    let c = Containerd::start_with(common::Options {
+        // edge-strict (the default preset) plus the two mappings.
+        node_config_extra: "[ceiling]\nmaxMemoryPages = 256\nexecutionTimeoutMs = 5000\nallowedHosts = [\"api.example.com\"]\nallowedEnvVars = [\"APP_MODE\", \"REGION\"]\nallowedDirs = [{ hostPath = \"/app/config\", guestPath = \"/config\", readonly = true }, { hostPath = \"/app/config\", guestPath = \"data\", readonly = true }, { hostPath = \"/app/config\", guestPath = \".\", readonly = true }]\nmaxNetworkRequests = 50\n".into(),
+        ..Default::default()
+    });
+    let image = hello_image(&c);
+    let r = c.run(WASMEDGE_RUNTIME, &image, &unique("rel"), &["--annotation", "wasmedge.io/allowed-dirs=/app/config:data:ro"], &[HELLO, "cat", "data/data.txt"]);
+    assert_eq!((r.code, r.stdout.as_str()), (0, "data shipped in the image\n"), "{}", r.stderr);
+    let r = c.run(WASMEDGE_RUNTIME, &image, &unique("rel"), &["--annotation", "wasmedge.io/allowed-dirs=/app/config:.:ro"], &[HELLO, "cat", "data.txt"]);
+    assert_eq!((r.code, r.stdout.as_str()), (0, "data shipped in the image\n"), "{}", r.stderr);
+    // Absolute names stay what they were.
+    let r = c.run(WASMEDGE_RUNTIME, &image, &unique("rel"), &["--annotation", "wasmedge.io/allowed-dirs=/app/config:data:ro"], &[HELLO, "cat", "/config/data.txt"]);
+    assert_eq!(r.code, 2, "{} {}", r.stdout, r.stderr);
+    c.assert_clean();
+}

@@ -265,11 +265,40 @@ pub fn normalize_path(path: &str) -> Result<String, Violation> {
     Ok(format!("/{}", parts.join("/")))
 }
 
-/// Checks a mapping from a preset file or an annotation and normalises both paths.
+/// A preopen's name as the module sees it. WASI names are any string: absolute ones are
+/// normalised as host paths are, relative ones (`.`, `data`, `fs-tests.dir`, as `wasmedge
+/// --dir` takes them) lose empty and `.` components (`./data/` → `data`, `./` → `.`).
+pub fn normalize_guest_path(path: &str) -> Result<String, Violation> {
+    if path.starts_with('/') {
+        return normalize_path(path);
+    }
+    let bad = |what: &str| Violation::new(format!("path {} {what}", shown(path)), DIRS_FIX);
+    if path.is_empty() {
+        return Err(bad("is empty"));
+    }
+    if path.contains([':', ',']) {
+        return Err(bad("contains ':' or ','"));
+    }
+    if path.chars().any(char::is_control) {
+        return Err(bad("contains a control character"));
+    }
+    let mut parts = Vec::new();
+    for comp in path.split('/') {
+        match comp {
+            "" | "." => {}
+            ".." => return Err(bad("contains a '..' component")),
+            c => parts.push(c),
+        }
+    }
+    Ok(if parts.is_empty() { ".".to_string() } else { parts.join("/") })
+}
+
+/// Checks a mapping from a preset file or an annotation and normalises both paths (the host
+/// path is a path in the image, always absolute).
 pub fn normalize_dir(d: &DirMapping) -> Result<DirMapping, Violation> {
     Ok(DirMapping {
         host_path: normalize_path(&d.host_path)?,
-        guest_path: normalize_path(&d.guest_path)?,
+        guest_path: normalize_guest_path(&d.guest_path)?,
         readonly: d.readonly,
     })
 }
@@ -301,7 +330,7 @@ pub fn parse_dirs(value: &str) -> Result<Vec<DirMapping>, Violation> {
         };
         let dir = DirMapping {
             host_path: normalize_path(host)?,
-            guest_path: normalize_path(guest)?,
+            guest_path: normalize_guest_path(guest)?,
             readonly,
         };
         check_unique_guest(&out, &dir)?;
@@ -400,6 +429,13 @@ mod tests {
         assert!(normalize_path("app").is_err());
         assert!(normalize_path("/app/../etc").is_err());
         assert!(normalize_path("/a\nb").is_err());
+        assert_eq!(normalize_guest_path("fs-tests.dir").unwrap(), "fs-tests.dir");
+        assert_eq!(normalize_guest_path("./data/").unwrap(), "data");
+        assert_eq!(normalize_guest_path(".").unwrap(), ".");
+        assert_eq!(normalize_guest_path("./").unwrap(), ".");
+        assert_eq!(normalize_guest_path("/config/").unwrap(), "/config");
+        assert!(normalize_guest_path("../up").is_err());
+        assert!(normalize_guest_path("").is_err());
     }
 
     #[test]

@@ -243,7 +243,9 @@ impl WasiCtx {
             if guest.is_empty() || guest.contains('\0') {
                 return Err(invalid(format!("invalid preopen guest path {:?}", p.guest)));
             }
-            has_root |= guest == "/";
+            // wasi-libc resolves absolute paths against "." as against "/" (both match every
+            // path), and a tie goes to the later preopen: no virtual root beside either.
+            has_root |= guest == "/" || guest == ".";
             let fd = match &p.bound {
                 Some(BoundDir(fd)) => fd.try_clone(),
                 None => sys::open_dir(&p.host),
