@@ -312,8 +312,38 @@ mod tests {
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "scratch files left");
     }
 
+    /// Set in the copy of this test binary that runs [`the_zygote_compiler_is_confined_and_compiles`]
+    /// alone.
+    const ALONE: &str = "CSW_TEST_ZYGOTE_ALONE";
+
+    /// The zygote is a fork of the test process: safe only while no other test thread is inside
+    /// WasmEdge (a lock it holds, its logger's, would stay held in the fork and the compiler
+    /// would hang). So the checks run in a fresh copy of this binary that runs this test alone.
     #[test]
     fn the_zygote_compiler_is_confined_and_compiles() {
+        if std::env::var_os(ALONE).is_none() {
+            let name = "engine::aot::tests::the_zygote_compiler_is_confined_and_compiles";
+            let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+                .args(["--exact", name, "--test-threads=1"])
+                .env(ALONE, "1")
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            // A hang is a failure, not a stuck test run.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+            while child.try_wait().unwrap().is_none() {
+                if std::time::Instant::now() > deadline {
+                    let _ = child.kill();
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            let out = child.wait_with_output().unwrap();
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(out.status.success() && stdout.contains("1 passed"), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+            return;
+        }
         let parent = tempfile::tempdir().unwrap();
         let wasm = wasmedge_sdk::wat2wasm(br#"(module (func (export "_start")))"#).unwrap();
         let native = compile_in_zygote(wasm.to_vec(), parent.path()).unwrap();
