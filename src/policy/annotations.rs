@@ -244,25 +244,10 @@ const DIRS_FIX: &str =
 /// Checks an absolute path and returns it normalised (no empty or "." components, no trailing
 /// '/'), so `/app//config/` and `/app/config` compare equal against the ceiling.
 pub fn normalize_path(path: &str) -> Result<String, Violation> {
-    let bad = |what: &str| Violation::new(format!("path {} {what}", shown(path)), DIRS_FIX);
     if !path.starts_with('/') {
-        return Err(bad("is not absolute"));
+        return Err(path_violation(path, "is not absolute"));
     }
-    if path.contains([':', ',']) {
-        return Err(bad("contains ':' or ','"));
-    }
-    if path.chars().any(char::is_control) {
-        return Err(bad("contains a control character"));
-    }
-    let mut parts = Vec::new();
-    for comp in path.split('/') {
-        match comp {
-            "" | "." => {}
-            ".." => return Err(bad("contains a '..' component")),
-            c => parts.push(c),
-        }
-    }
-    Ok(format!("/{}", parts.join("/")))
+    Ok(format!("/{}", path_components(path)?.join("/")))
 }
 
 /// A preopen's name as the module sees it. WASI names are any string: absolute ones are
@@ -272,25 +257,35 @@ pub fn normalize_guest_path(path: &str) -> Result<String, Violation> {
     if path.starts_with('/') {
         return normalize_path(path);
     }
-    let bad = |what: &str| Violation::new(format!("path {} {what}", shown(path)), DIRS_FIX);
     if path.is_empty() {
-        return Err(bad("is empty"));
+        return Err(path_violation(path, "is empty"));
     }
+    let parts = path_components(path)?;
+    Ok(if parts.is_empty() { ".".to_string() } else { parts.join("/") })
+}
+
+fn path_violation(path: &str, what: &str) -> Violation {
+    Violation::new(format!("path {} {what}", shown(path)), DIRS_FIX)
+}
+
+/// The components of `path` but empty and "." ones; no ':' or ',' (the annotation's
+/// separators), control characters or "..".
+fn path_components(path: &str) -> Result<Vec<&str>, Violation> {
     if path.contains([':', ',']) {
-        return Err(bad("contains ':' or ','"));
+        return Err(path_violation(path, "contains ':' or ','"));
     }
     if path.chars().any(char::is_control) {
-        return Err(bad("contains a control character"));
+        return Err(path_violation(path, "contains a control character"));
     }
     let mut parts = Vec::new();
     for comp in path.split('/') {
         match comp {
             "" | "." => {}
-            ".." => return Err(bad("contains a '..' component")),
+            ".." => return Err(path_violation(path, "contains a '..' component")),
             c => parts.push(c),
         }
     }
-    Ok(if parts.is_empty() { ".".to_string() } else { parts.join("/") })
+    Ok(parts)
 }
 
 /// Checks a mapping from a preset file or an annotation and normalises both paths (the host
