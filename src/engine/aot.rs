@@ -208,17 +208,25 @@ const COMPILER_ID: u32 = 65534;
 /// CPU seconds a compile may use before the kernel ends it (the module then runs interpreted).
 const COMPILER_CPU_SECONDS: u64 = 600;
 
+/// Size of the compiler's scratch file system (its output is a few times the module's size).
+const COMPILER_SCRATCH_BYTES: u64 = 2 << 30;
+
 /// Leaves the compiler process with nothing to attack should a module exploit WasmEdge's
-/// loader or LLVM: no network, no file system but its empty scratch directory (its root), not
-/// root, no way back to privileges, and bounded CPU time.
+/// loader or LLVM: no network, no file system but a private tmpfs over its scratch directory
+/// (its root; no other process of the node sees it, so none can swap its output), not root,
+/// no way back to privileges, and bounded CPU time.
 fn confine_compiler(scratch_dir: &Path) -> std::io::Result<()> {
+    use nix::mount::{mount, MsFlags};
     use nix::sched::{unshare, CloneFlags};
     use nix::sys::resource::{setrlimit, Resource};
-    use nix::unistd::{chdir, chown, chroot, setgid, setgroups, setuid, Gid, Uid};
+    use nix::unistd::{chdir, chroot, setgid, setgroups, setuid, Gid, Uid};
     let (uid, gid) = (Uid::from_raw(COMPILER_ID), Gid::from_raw(COMPILER_ID));
-    unshare(CloneFlags::CLONE_NEWNET)?;
+    unshare(CloneFlags::CLONE_NEWNET | CloneFlags::CLONE_NEWNS)?;
+    // Nothing mounted here propagates back to the node.
+    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)?;
+    let options = format!("mode=0700,uid={COMPILER_ID},gid={COMPILER_ID},size={COMPILER_SCRATCH_BYTES}");
+    mount(Some("tmpfs"), scratch_dir, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC, Some(options.as_str()))?;
     setrlimit(Resource::RLIMIT_CPU, COMPILER_CPU_SECONDS, COMPILER_CPU_SECONDS)?;
-    chown(scratch_dir, Some(uid), Some(gid))?;
     chroot(scratch_dir)?;
     chdir("/")?;
     setgroups(&[])?;
@@ -360,12 +368,14 @@ mod tests {
                 .map(|_| true)
                 .unwrap_or_else(|e| e.kind() == std::io::ErrorKind::ConnectionRefused);
             let regains_root = nix::unistd::setuid(nix::unistd::Uid::from_raw(0)).is_ok();
+            std::fs::write("/output", b"compiled").map_err(|e| format!("scratch not writable: {e}"))?;
             Ok((uid, sees_files, network, regains_root))
         }
         let dir = parent.path().join("probe");
         std::fs::create_dir(&dir).unwrap();
         let worker = zygote::Zygote::global().spawn();
-        let (uid, sees_files, network, regains_root) = worker.try_run(probe, dir).unwrap().unwrap();
+        let (uid, sees_files, network, regains_root) = worker.try_run(probe, dir.clone()).unwrap().unwrap();
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0, "the compiler's files are in its own tmpfs, not on the node");
         assert_eq!(uid, COMPILER_ID);
         assert!(!sees_files, "the compiler must see only its scratch directory");
         assert!(!network, "the compiler has no network (not even loopback)");
