@@ -48,7 +48,7 @@ impl Launch {
     }
 }
 
-/// The launch of container `id` (bundle `bundle`, spec `spec`); `layers` are the wasm layers
+/// The launch of the container of `bundle` (spec `spec`); `layers` are the wasm layers
 /// of its image when it is a wasm OCI artifact.
 pub fn prepare(bundle: &Path, spec: &Spec, layers: Vec<OciModule>) -> Launch {
     let node = node();
