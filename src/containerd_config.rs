@@ -13,7 +13,8 @@ pub const CRI_PLUGIN: &str = "io.containerd.grpc.v1.cri";
 /// Builds the drop-in: the CRI plugin section of `effective` (the dumped node config) with
 /// every key of `runtime_snippet` merged in, keys of the snippet winning.
 pub fn build_dropin(effective: &str, runtime_snippet: &str) -> Result<String> {
-    let effective: Table = toml::from_str(effective).context("parsing the node's effective containerd config")?;
+    let effective: Table =
+        toml::from_str(effective).context("parsing the node's effective containerd config")?;
     let snippet: Table = toml::from_str(runtime_snippet).context("parsing the runtime snippet")?;
     let node_cri = effective
         .get("plugins")
@@ -75,20 +76,33 @@ version = 2
 "#;
         let out: Table = toml::from_str(&build_dropin(node, SNIPPET).unwrap()).unwrap();
         let cri = &out["plugins"][CRI_PLUGIN];
-        assert_eq!(cri["sandbox_image"].as_str(), Some("registry.example/pause:3.10"));
+        assert_eq!(
+            cri["sandbox_image"].as_str(),
+            Some("registry.example/pause:3.10")
+        );
         let runtimes = &cri["containerd"]["runtimes"];
-        assert_eq!(runtimes["runc"]["runtime_type"].as_str(), Some("io.containerd.runc.v2"));
-        assert_eq!(runtimes["wasmedge"]["runtime_type"].as_str(), Some("io.containerd.wasmedge.v1"));
+        assert_eq!(
+            runtimes["runc"]["runtime_type"].as_str(),
+            Some("io.containerd.runc.v2")
+        );
+        assert_eq!(
+            runtimes["wasmedge"]["runtime_type"].as_str(),
+            Some("io.containerd.wasmedge.v1")
+        );
         let pod = runtimes["wasmedge"]["pod_annotations"].as_array().unwrap();
         assert_eq!(pod[0].as_str(), Some("wasmedge.io/*"));
         // Other plugins are left to the main config.
-        assert!(out["plugins"].get("io.containerd.gc.v1.scheduler").is_none());
+        assert!(out["plugins"]
+            .get("io.containerd.gc.v1.scheduler")
+            .is_none());
     }
 
     #[test]
     fn node_without_cri_section_gets_just_the_runtime() {
         let out: Table = toml::from_str(&build_dropin("version = 2\n", SNIPPET).unwrap()).unwrap();
-        assert!(out["plugins"][CRI_PLUGIN]["containerd"]["runtimes"].get("wasmedge").is_some());
+        assert!(out["plugins"][CRI_PLUGIN]["containerd"]["runtimes"]
+            .get("wasmedge")
+            .is_some());
     }
 
     #[test]

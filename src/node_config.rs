@@ -77,8 +77,12 @@ impl NodeConfig {
 
     /// The node's policy presets, default and ceiling, checked for consistency.
     pub fn policy_settings(&self) -> Result<PolicySettings> {
-        PolicySettings::load(&self.policy_dir, &self.default_policy, self.ceiling.as_ref())
-            .with_context(|| format!("policy settings (policy_dir {})", self.policy_dir.display()))
+        PolicySettings::load(
+            &self.policy_dir,
+            &self.default_policy,
+            self.ceiling.as_ref(),
+        )
+        .with_context(|| format!("policy settings (policy_dir {})", self.policy_dir.display()))
     }
 }
 
@@ -113,14 +117,21 @@ mod tests {
     fn default_policy_must_fit_the_ceiling() {
         let c = NodeConfig::parse("default_policy = \"edge-moderate\"\nceiling = \"edge-strict\"\npolicy_dir = \"/nonexistent\"\n").unwrap();
         let err = c.policy_settings().unwrap_err();
-        assert!(format!("{err:#}").contains("above the policy ceiling"), "{err:#}");
+        assert!(
+            format!("{err:#}").contains("above the policy ceiling"),
+            "{err:#}"
+        );
     }
 
     #[test]
     fn the_shipped_config_keeps_native_code_off() {
-        let shipped = NodeConfig::parse(include_str!("../runtime-config/node-config.toml")).unwrap();
+        let shipped =
+            NodeConfig::parse(include_str!("../runtime-config/node-config.toml")).unwrap();
         assert!(!shipped.trust_image_native_code && !shipped.allow_native_containers);
-        assert_eq!(shipped.max_module_bytes, NodeConfig::default().max_module_bytes);
+        assert_eq!(
+            shipped.max_module_bytes,
+            NodeConfig::default().max_module_bytes
+        );
     }
 
     #[test]

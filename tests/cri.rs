@@ -25,10 +25,21 @@ async fn pod_runs_wasm_container_through_cri() {
 
     // A module that prints an allowed variable and exits 0: output in the CRI log file.
     let pod = run_pod(&c, &mut cri, HashMap::new()).await;
-    let status = run_container(&mut cri, &pod, image, &["env", "APP_MODE"], 0, HashMap::new()).await;
+    let status = run_container(
+        &mut cri,
+        &pod,
+        image,
+        &["env", "APP_MODE"],
+        0,
+        HashMap::new(),
+    )
+    .await;
     assert_eq!(status.exit_code, 0, "{status:?}");
     let log = container_log(&c, &pod, 0);
-    assert!(log.contains(" stdout F APP_MODE=from-cri"), "CRI log: {log}");
+    assert!(
+        log.contains(" stdout F APP_MODE=from-cri"),
+        "CRI log: {log}"
+    );
     remove_pod(&c, &mut cri, &pod).await;
 
     // A failing module: its exit code reaches ContainerStatus.
@@ -37,8 +48,17 @@ async fn pod_runs_wasm_container_through_cri() {
     assert_eq!(status.exit_code, 3, "{status:?}");
     remove_pod(&c, &mut cri, &pod).await;
 
-    let containers = cri.runtime.list_containers(api::ListContainersRequest::default()).await.unwrap().into_inner().containers;
-    assert!(containers.is_empty(), "containers still listed: {containers:?}");
+    let containers = cri
+        .runtime
+        .list_containers(api::ListContainersRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .containers;
+    assert!(
+        containers.is_empty(),
+        "containers still listed: {containers:?}"
+    );
     c.assert_clean();
 }
 
@@ -56,10 +76,23 @@ async fn consecutive_containers_in_one_pod() {
     // so each one starts at a higher pid there: six of them walk past the small pid numbers
     // that youki once looked up in the host's /proc (see src/shim/bundle.rs).
     for (attempt, code) in [(0u32, 0), (1, 3), (2, 5), (3, 0), (4, 7), (5, 0)] {
-        let status = run_container(&mut cri, &pod, image, &["exit", &code.to_string()], attempt, HashMap::new()).await;
+        let status = run_container(
+            &mut cri,
+            &pod,
+            image,
+            &["exit", &code.to_string()],
+            attempt,
+            HashMap::new(),
+        )
+        .await;
         assert_eq!(status.exit_code, code, "attempt {attempt}: {status:?}");
     }
-    assert_eq!(c.log_text().matches("aot: compiled /app/hello.wasm").count(), 1);
+    assert_eq!(
+        c.log_text()
+            .matches("aot: compiled /app/hello.wasm")
+            .count(),
+        1
+    );
     remove_pod(&c, &mut cri, &pod).await;
     c.assert_clean();
 }

@@ -30,9 +30,11 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{DeleteParams, DynamicObject, ListParams, LogParams, Patch, PatchParams, PostParams};
-use kube::core::GroupVersionKind;
+use kube::api::{
+    DeleteParams, DynamicObject, ListParams, LogParams, Patch, PatchParams, PostParams,
+};
 use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::core::GroupVersionKind;
 use kube::{Api, Client, Config, CustomResourceExt};
 use serde_json::json;
 
@@ -41,11 +43,15 @@ static STARTS: AtomicU64 = AtomicU64::new(0);
 
 async fn cluster() -> Option<Client> {
     let Ok(path) = std::env::var("CSW_E2E_KUBECONFIG") else {
-        eprintln!("skipped: set CSW_E2E_KUBECONFIG to a cluster's kubeconfig to run the canary e2e tests");
+        eprintln!(
+            "skipped: set CSW_E2E_KUBECONFIG to a cluster's kubeconfig to run the canary e2e tests"
+        );
         return None;
     };
     let file = Kubeconfig::read_from(&path).expect("reading CSW_E2E_KUBECONFIG");
-    let mut config = Config::from_custom_kubeconfig(file, &KubeConfigOptions::default()).await.expect("kubeconfig");
+    let mut config = Config::from_custom_kubeconfig(file, &KubeConfigOptions::default())
+        .await
+        .expect("kubeconfig");
     config.default_retry = false; // as the binary runs it
     Some(Client::try_from(config).expect("client"))
 }
@@ -55,7 +61,10 @@ fn image() -> String {
 }
 
 fn total_replicas() -> i32 {
-    std::env::var("CSW_E2E_TOTAL").ok().and_then(|t| t.parse().ok()).unwrap_or(10)
+    std::env::var("CSW_E2E_TOTAL")
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(10)
 }
 
 /// A namespace holding v1 (stable), v2 (canary, failing `failure_percent` % of requests), the
@@ -71,25 +80,46 @@ impl Scenario {
         let namespace = format!("ec-e2e-{name}-{}", std::process::id());
         let namespaces: Api<Namespace> = Api::all(client.clone());
         let ns = serde_json::from_value(json!({"metadata": {"name": namespace}})).unwrap();
-        namespaces.create(&PostParams::default(), &ns).await.expect("creating the namespace");
-        let scenario = Scenario { client: client.clone(), namespace };
+        namespaces
+            .create(&PostParams::default(), &ns)
+            .await
+            .expect("creating the namespace");
+        let scenario = Scenario {
+            client: client.clone(),
+            namespace,
+        };
         let total = total_replicas();
-        scenario.create(deployment("edge-fn-stable", "stable", "v1", total, 0)).await;
-        scenario.create(deployment("edge-fn-canary", "canary", "v2", 0, failure_percent)).await;
+        scenario
+            .create(deployment("edge-fn-stable", "stable", "v1", total, 0))
+            .await;
+        scenario
+            .create(deployment(
+                "edge-fn-canary",
+                "canary",
+                "v2",
+                0,
+                failure_percent,
+            ))
+            .await;
         let services: Api<Service> = Api::namespaced(client.clone(), &scenario.namespace);
         let service = serde_json::from_value(json!({
             "metadata": {"name": "edge-fn"},
             "spec": {"selector": {"app": "edge-fn"}, "ports": [{"name": "http", "port": 80, "targetPort": 8080}]}
         }))
         .unwrap();
-        services.create(&PostParams::default(), &service).await.expect("creating the Service");
+        services
+            .create(&PostParams::default(), &service)
+            .await
+            .expect("creating the Service");
         scenario.wait_available("edge-fn-stable", total).await;
         scenario
     }
 
     async fn create(&self, deployment: Deployment) {
         let api: Api<Deployment> = Api::namespaced(self.client.clone(), &self.namespace);
-        api.create(&PostParams::default(), &deployment).await.expect("creating a Deployment");
+        api.create(&PostParams::default(), &deployment)
+            .await
+            .expect("creating a Deployment");
     }
 
     async fn create_canary(&self) {
@@ -112,7 +142,10 @@ impl Scenario {
             }
         }))
         .unwrap();
-        canaries.create(&PostParams::default(), &canary).await.expect("creating the EdgeCanary");
+        canaries
+            .create(&PostParams::default(), &canary)
+            .await
+            .expect("creating the EdgeCanary");
     }
 
     fn controller(&self) -> tokio::task::JoinHandle<anyhow::Result<()>> {
@@ -121,7 +154,11 @@ impl Scenario {
             metrics_addr: None,
             lease: Some((self.namespace.clone(), "wasm-weight-controller".to_string())),
             // A new identity per start, like a new pod: a restart has to take the Lease over.
-            identity: format!("e2e-{}-{}", std::process::id(), STARTS.fetch_add(1, Ordering::Relaxed)),
+            identity: format!(
+                "e2e-{}-{}",
+                std::process::id(),
+                STARTS.fetch_add(1, Ordering::Relaxed)
+            ),
         };
         tokio::spawn(controller::run(self.client.clone(), settings, false))
     }
@@ -135,7 +172,11 @@ impl Scenario {
         loop {
             match canaries.get("edge-fn").await {
                 Ok(canary) => return canary.status.unwrap_or_default(),
-                Err(error) => assert!(Instant::now() < deadline, "[{}] cannot read the EdgeCanary: {error}", self.namespace),
+                Err(error) => assert!(
+                    Instant::now() < deadline,
+                    "[{}] cannot read the EdgeCanary: {error}",
+                    self.namespace
+                ),
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
@@ -154,13 +195,20 @@ impl Scenario {
             if available >= replicas {
                 return;
             }
-            assert!(Instant::now() < deadline, "{name}: {available} of {replicas} pods available after 300 s");
+            assert!(
+                Instant::now() < deadline,
+                "{name}: {available} of {replicas} pods available after 300 s"
+            );
             tokio::time::sleep(Duration::from_secs(2)).await;
         }
     }
 
     /// Polls the status until `done` says so; returns every status seen.
-    async fn watch_until(&self, limit: Duration, done: impl Fn(&EdgeCanaryStatus) -> bool) -> Vec<EdgeCanaryStatus> {
+    async fn watch_until(
+        &self,
+        limit: Duration,
+        done: impl Fn(&EdgeCanaryStatus) -> bool,
+    ) -> Vec<EdgeCanaryStatus> {
         let deadline = Instant::now() + limit;
         let mut seen = Vec::new();
         loop {
@@ -184,7 +232,12 @@ impl Scenario {
             if finished {
                 return seen;
             }
-            assert!(Instant::now() < deadline, "[{}] not done within {limit:?}; last status {:?}", self.namespace, seen.last());
+            assert!(
+                Instant::now() < deadline,
+                "[{}] not done within {limit:?}; last status {:?}",
+                self.namespace,
+                seen.last()
+            );
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     }
@@ -200,31 +253,52 @@ impl Scenario {
     /// The reasons of the Events about the EdgeCanary, oldest first.
     async fn event_reasons(&self) -> Vec<String> {
         let events: Api<Event> = Api::namespaced(self.client.clone(), &self.namespace);
-        let mut list = events.list(&ListParams::default()).await.expect("listing Events").items;
+        let mut list = events
+            .list(&ListParams::default())
+            .await
+            .expect("listing Events")
+            .items;
         list.retain(|e| e.regarding.as_ref().and_then(|r| r.kind.as_deref()) == Some("EdgeCanary"));
         list.sort_by_key(|e| e.event_time.clone().map(|t| t.0));
         list.into_iter().filter_map(|e| e.reason).collect()
     }
 
     async fn until_finished(&self, limit: Duration) -> Vec<EdgeCanaryStatus> {
-        self.watch_until(limit, |s| matches!(s.phase, Phase::Promoted | Phase::RolledBack)).await
+        self.watch_until(limit, |s| {
+            matches!(s.phase, Phase::Promoted | Phase::RolledBack)
+        })
+        .await
     }
 
     /// Deletes the namespace; a failed test leaves it for a look.
     async fn delete(self) {
         let namespaces: Api<Namespace> = Api::all(self.client.clone());
-        let _ = namespaces.delete(&self.namespace, &DeleteParams::default()).await;
+        let _ = namespaces
+            .delete(&self.namespace, &DeleteParams::default())
+            .await;
     }
 
     async fn load(&self) -> Load {
         let services: Api<Service> = Api::namespaced(self.client.clone(), &self.namespace);
-        let ip = services.get("edge-fn").await.unwrap().spec.unwrap().cluster_ip.expect("a ClusterIP");
+        let ip = services
+            .get("edge-fn")
+            .await
+            .unwrap()
+            .spec
+            .unwrap()
+            .cluster_ip
+            .expect("a ClusterIP");
         Load::start(format!("http://{ip}:80/"))
     }
 }
 
-
-fn deployment(name: &str, track: &str, version: &str, replicas: i32, failure_percent: u32) -> Deployment {
+fn deployment(
+    name: &str,
+    track: &str,
+    version: &str,
+    replicas: i32,
+    failure_percent: u32,
+) -> Deployment {
     serde_json::from_value(json!({
         "metadata": {"name": name},
         "spec": {
@@ -258,12 +332,19 @@ fn deployment(name: &str, track: &str, version: &str, replicas: i32, failure_per
 
 async fn apply_crd(client: &Client) {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    crds.patch("edgecanaries.wasmedge.io", &PatchParams::apply("csw-e2e").force(), &Patch::Apply(EdgeCanary::crd()))
-        .await
-        .expect("applying the CRD");
+    crds.patch(
+        "edgecanaries.wasmedge.io",
+        &PatchParams::apply("csw-e2e").force(),
+        &Patch::Apply(EdgeCanary::crd()),
+    )
+    .await
+    .expect("applying the CRD");
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let crd = crds.get("edgecanaries.wasmedge.io").await.expect("reading the CRD");
+        let crd = crds
+            .get("edgecanaries.wasmedge.io")
+            .await
+            .expect("reading the CRD");
         let established = crd
             .status
             .and_then(|s| s.conditions)
@@ -292,13 +373,17 @@ impl Load {
         let stop = Arc::new(AtomicBool::new(false));
         let statuses = Arc::new(std::sync::Mutex::new(BTreeMap::new()));
         let sent = Arc::new(AtomicU64::new(0));
-        let http: HttpClient<_, Empty<Bytes>> =
-            HttpClient::builder(TokioExecutor::new()).pool_max_idle_per_host(0).build_http();
+        let http: HttpClient<_, Empty<Bytes>> = HttpClient::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(0)
+            .build_http();
         let (stop2, statuses2, sent2) = (stop.clone(), statuses.clone(), sent.clone());
         tokio::spawn(async move {
             let started = Instant::now();
             let mut tick = tokio::time::interval(Duration::from_millis(25));
-            while !stop2.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(1200) && sent2.load(Ordering::Relaxed) < 50_000 {
+            while !stop2.load(Ordering::Relaxed)
+                && started.elapsed() < Duration::from_secs(1200)
+                && sent2.load(Ordering::Relaxed) < 50_000
+            {
                 tick.tick().await;
                 sent2.fetch_add(1, Ordering::Relaxed);
                 let (http, url, statuses) = (http.clone(), url.clone(), statuses2.clone());
@@ -315,11 +400,19 @@ impl Load {
                 });
             }
         });
-        Load { stop, statuses, sent }
+        Load {
+            stop,
+            statuses,
+            sent,
+        }
     }
 
     fn summary(&self) -> String {
-        format!("{} sent, by status (0 = no answer): {:?}", self.sent.load(Ordering::Relaxed), self.statuses.lock().unwrap())
+        format!(
+            "{} sent, by status (0 = no answer): {:?}",
+            self.sent.load(Ordering::Relaxed),
+            self.statuses.lock().unwrap()
+        )
     }
 }
 
@@ -334,7 +427,10 @@ fn weights(seen: &[EdgeCanaryStatus]) -> Vec<u32> {
     let mut out: Vec<u32> = Vec::new();
     for status in seen {
         // Before the controller's first write the status is empty: no weight yet.
-        if status.stable_version.is_some() && status.phase != Phase::Failed && out.last() != Some(&status.desired_weight) {
+        if status.stable_version.is_some()
+            && status.phase != Phase::Failed
+            && out.last() != Some(&status.desired_weight)
+        {
             out.push(status.desired_weight);
         }
     }
@@ -343,7 +439,9 @@ fn weights(seen: &[EdgeCanaryStatus]) -> Vec<u32> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn healthy_canary_walks_every_step_and_is_promoted() {
-    let Some(client) = cluster().await else { return };
+    let Some(client) = cluster().await else {
+        return;
+    };
     let scenario = Scenario::new(&client, "promote", 0).await;
     let (load, controller) = scenario.start_rollout().await;
     let seen = scenario.until_finished(Duration::from_secs(600)).await;
@@ -366,7 +464,9 @@ async fn healthy_canary_walks_every_step_and_is_promoted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn failing_canary_is_rolled_back_within_one_step() {
-    let Some(client) = cluster().await else { return };
+    let Some(client) = cluster().await else {
+        return;
+    };
     let scenario = Scenario::new(&client, "rollback", 100).await;
     let (load, controller) = scenario.start_rollout().await;
     let seen = scenario.until_finished(Duration::from_secs(300)).await;
@@ -374,10 +474,19 @@ async fn failing_canary_is_rolled_back_within_one_step() {
     let last = seen.last().unwrap();
     assert_eq!(last.phase, Phase::RolledBack, "{:?}", last.message);
     // Within the first step: it never went past 10 %.
-    assert_eq!(weights(&seen).into_iter().filter(|w| *w > 0).collect::<Vec<_>>(), vec![10]);
+    assert_eq!(
+        weights(&seen)
+            .into_iter()
+            .filter(|w| *w > 0)
+            .collect::<Vec<_>>(),
+        vec![10]
+    );
     // The rollback came from the success rate, with enough samples.
     let canary = last.canary.clone().unwrap();
-    assert!(canary.samples >= 20 && canary.success_rate.unwrap() < 0.8 * 0.99, "{canary:?}");
+    assert!(
+        canary.samples >= 20 && canary.success_rate.unwrap() < 0.8 * 0.99,
+        "{canary:?}"
+    );
 
     let total = total_replicas();
     scenario.wait_available("edge-fn-stable", total).await;
@@ -392,10 +501,14 @@ async fn failing_canary_is_rolled_back_within_one_step() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn restarted_controller_resumes_from_status() {
-    let Some(client) = cluster().await else { return };
+    let Some(client) = cluster().await else {
+        return;
+    };
     let scenario = Scenario::new(&client, "restart", 0).await;
     let (load, first) = scenario.start_rollout().await;
-    scenario.watch_until(Duration::from_secs(300), |s| s.current_step >= 1).await;
+    scenario
+        .watch_until(Duration::from_secs(300), |s| s.current_step >= 1)
+        .await;
     first.abort();
     let _ = first.await;
     let at_restart = scenario.status().await;
@@ -411,7 +524,10 @@ async fn restarted_controller_resumes_from_status() {
     eprintln!("load: {}", load.summary());
     assert_eq!(seen.last().unwrap().phase, Phase::Promoted);
     let min_step = seen.iter().map(|s| s.current_step).min().unwrap();
-    assert!(min_step >= at_restart.current_step, "the restarted controller went back to step {min_step}");
+    assert!(
+        min_step >= at_restart.current_step,
+        "the restarted controller went back to step {min_step}"
+    );
     second.abort();
     drop(load);
     scenario.delete().await;
@@ -424,7 +540,8 @@ struct ApiServerStopped(nix::unistd::Pid);
 impl ApiServerStopped {
     fn stop(pid: i32) -> ApiServerStopped {
         let pid = nix::unistd::Pid::from_raw(pid);
-        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).expect("stopping the kube-apiserver");
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP)
+            .expect("stopping the kube-apiserver");
         ApiServerStopped(pid)
     }
 }
@@ -437,19 +554,29 @@ impl Drop for ApiServerStopped {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn api_server_outage_mid_rollout_changes_no_decision() {
-    let Some(client) = cluster().await else { return };
-    let Some(apiserver) = std::env::var("CSW_E2E_APISERVER_PID").ok().and_then(|p| p.parse::<i32>().ok()) else {
+    let Some(client) = cluster().await else {
+        return;
+    };
+    let Some(apiserver) = std::env::var("CSW_E2E_APISERVER_PID")
+        .ok()
+        .and_then(|p| p.parse::<i32>().ok())
+    else {
         eprintln!("skipped: set CSW_E2E_APISERVER_PID to stop the kube-apiserver mid-rollout");
         return;
     };
     let scenario = Scenario::new(&client, "outage", 0).await;
     let (load, controller) = scenario.start_rollout().await;
-    let mut seen = scenario.watch_until(Duration::from_secs(300), |s| s.current_step >= 1).await;
+    let mut seen = scenario
+        .watch_until(Duration::from_secs(300), |s| s.current_step >= 1)
+        .await;
     let before = seen.last().unwrap().clone();
     // Longer than the Lease (15 s) and than the controller may act without renewing it (10 s),
     // shorter than the node's grace period (kubelet's own lease, 40 s).
     let outage = Duration::from_secs(25);
-    eprintln!("[{}] kube-apiserver (pid {apiserver}) stopped for {outage:?} at step {}", scenario.namespace, before.current_step);
+    eprintln!(
+        "[{}] kube-apiserver (pid {apiserver}) stopped for {outage:?} at step {}",
+        scenario.namespace, before.current_step
+    );
     {
         let _stopped = ApiServerStopped::stop(apiserver);
         tokio::time::sleep(outage).await;
@@ -458,12 +585,22 @@ async fn api_server_outage_mid_rollout_changes_no_decision() {
     eprintln!("load: {}", load.summary());
     // A healthy canary stays healthy through the outage: no rollback, no step skipped or
     // repeated, no step back; it ends promoted.
-    assert!(seen.iter().all(|s| s.phase != Phase::RolledBack), "rolled back: {seen:?}");
+    assert!(
+        seen.iter().all(|s| s.phase != Phase::RolledBack),
+        "rolled back: {seen:?}"
+    );
     assert_eq!(weights(&seen), vec![10, 30, 50, 100]);
-    assert!(seen.windows(2).all(|w| w[1].current_step >= w[0].current_step), "went back a step: {seen:?}");
+    assert!(
+        seen.windows(2)
+            .all(|w| w[1].current_step >= w[0].current_step),
+        "went back a step: {seen:?}"
+    );
     assert_eq!(seen.last().unwrap().phase, Phase::Promoted);
     let reasons = scenario.event_reasons().await;
-    assert!(!reasons.iter().any(|r| r == "RolledBack"), "events: {reasons:?}");
+    assert!(
+        !reasons.iter().any(|r| r == "RolledBack"),
+        "events: {reasons:?}"
+    );
     controller.abort();
     drop(load);
     scenario.delete().await;
@@ -474,27 +611,62 @@ async fn api_server_outage_mid_rollout_changes_no_decision() {
 /// the Lease over and finishes the rollout, and neither logs a permission error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn in_cluster_controller_survives_losing_its_leader() {
-    let Some(client) = cluster().await else { return };
+    let Some(client) = cluster().await else {
+        return;
+    };
     let scenario = Scenario::new(&client, "in-cluster", 0).await;
     let deployed = ControllerDeployment::apply(&client, &scenario.namespace).await;
     let load = scenario.load().await;
     scenario.create_canary().await;
-    let mut seen = scenario.watch_until(Duration::from_secs(300), |s| s.current_step >= 1).await;
+    let mut seen = scenario
+        .watch_until(Duration::from_secs(300), |s| s.current_step >= 1)
+        .await;
     let leader = deployed.leader().await.expect("a replica holds the Lease");
     eprintln!("[{}] deleting the leader {leader}", scenario.namespace);
-    deployed.pods.delete(&leader, &DeleteParams { grace_period_seconds: Some(0), ..Default::default() }).await.expect("deleting the leader");
+    deployed
+        .pods
+        .delete(
+            &leader,
+            &DeleteParams {
+                grace_period_seconds: Some(0),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("deleting the leader");
     seen.extend(scenario.until_finished(Duration::from_secs(600)).await);
     eprintln!("load: {}", load.summary());
-    assert_eq!(seen.last().unwrap().phase, Phase::Promoted, "{:?}", seen.last().unwrap().message);
+    assert_eq!(
+        seen.last().unwrap().phase,
+        Phase::Promoted,
+        "{:?}",
+        seen.last().unwrap().message
+    );
     assert_eq!(weights(&seen), vec![10, 30, 50, 100]);
     let new_leader = deployed.leader().await.expect("a replica holds the Lease");
     assert_ne!(new_leader, leader);
     let reasons = scenario.event_reasons().await;
-    assert!(reasons.iter().any(|r| r == "StepAdvanced") && reasons.iter().any(|r| r == "Promoted"), "events: {reasons:?}");
-    for pod in deployed.pods.list(&ListParams::default().labels(CONTROLLER_LABEL)).await.unwrap().items {
+    assert!(
+        reasons.iter().any(|r| r == "StepAdvanced") && reasons.iter().any(|r| r == "Promoted"),
+        "events: {reasons:?}"
+    );
+    for pod in deployed
+        .pods
+        .list(&ListParams::default().labels(CONTROLLER_LABEL))
+        .await
+        .unwrap()
+        .items
+    {
         let name = pod.metadata.name.unwrap();
-        let logs = deployed.pods.logs(&name, &LogParams::default()).await.unwrap_or_default();
-        assert!(!logs.contains("forbidden"), "{name} was refused something by RBAC:\n{logs}");
+        let logs = deployed
+            .pods
+            .logs(&name, &LogParams::default())
+            .await
+            .unwrap_or_default();
+        assert!(
+            !logs.contains("forbidden"),
+            "{name} was refused something by RBAC:\n{logs}"
+        );
     }
     drop(load);
     deployed.delete().await;
@@ -517,31 +689,61 @@ impl ControllerDeployment {
         let manifests = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("k8s/controller");
         let apply = PatchParams::apply("csw-e2e").force();
         let namespaces: Api<Namespace> = Api::all(client.clone());
-        let namespace: Namespace = serde_yaml::from_str(&std::fs::read_to_string(manifests.join("namespace.yaml")).unwrap()).unwrap();
-        namespaces.patch(CONTROLLER_NAMESPACE, &apply, &Patch::Apply(&namespace)).await.expect("applying namespace.yaml");
+        let namespace: Namespace = serde_yaml::from_str(
+            &std::fs::read_to_string(manifests.join("namespace.yaml")).unwrap(),
+        )
+        .unwrap();
+        namespaces
+            .patch(CONTROLLER_NAMESPACE, &apply, &Patch::Apply(&namespace))
+            .await
+            .expect("applying namespace.yaml");
         let mut rbac = Vec::new();
         let text = std::fs::read_to_string(manifests.join("rbac.yaml")).unwrap();
         for document in serde_yaml::Deserializer::from_str(&text) {
-            let object: DynamicObject = serde::Deserialize::deserialize(document).expect("rbac.yaml");
+            let object: DynamicObject =
+                serde::Deserialize::deserialize(document).expect("rbac.yaml");
             let types = object.types.clone().expect("apiVersion and kind");
             let gvk = GroupVersionKind::try_from(&types).unwrap();
-            let (resource, capabilities) = kube::discovery::pinned_kind(client, &gvk).await.expect("discovering an RBAC kind");
+            let (resource, capabilities) = kube::discovery::pinned_kind(client, &gvk)
+                .await
+                .expect("discovering an RBAC kind");
             let api: Api<DynamicObject> = match capabilities.scope {
-                kube::discovery::Scope::Namespaced => Api::namespaced_with(client.clone(), CONTROLLER_NAMESPACE, &resource),
+                kube::discovery::Scope::Namespaced => {
+                    Api::namespaced_with(client.clone(), CONTROLLER_NAMESPACE, &resource)
+                }
                 kube::discovery::Scope::Cluster => Api::all_with(client.clone(), &resource),
             };
             let name = object.metadata.name.clone().unwrap();
-            api.patch(&name, &apply, &Patch::Apply(&object)).await.unwrap_or_else(|e| panic!("applying {} {name}: {e}", types.kind));
+            api.patch(&name, &apply, &Patch::Apply(&object))
+                .await
+                .unwrap_or_else(|e| panic!("applying {} {name}: {e}", types.kind));
             rbac.push((resource, object));
         }
-        let mut deployment: Deployment = serde_yaml::from_str(&std::fs::read_to_string(manifests.join("deployment.yaml")).unwrap()).unwrap();
-        let container = &mut deployment.spec.as_mut().unwrap().template.spec.as_mut().unwrap().containers[0];
+        let mut deployment: Deployment = serde_yaml::from_str(
+            &std::fs::read_to_string(manifests.join("deployment.yaml")).unwrap(),
+        )
+        .unwrap();
+        let container = &mut deployment
+            .spec
+            .as_mut()
+            .unwrap()
+            .template
+            .spec
+            .as_mut()
+            .unwrap()
+            .containers[0];
         if let Ok(image) = std::env::var("CSW_E2E_CONTROLLER_IMAGE") {
             container.image = Some(image);
         }
-        container.args.get_or_insert_with(Vec::new).extend(["--namespace".to_string(), watched_namespace.to_string()]);
+        container
+            .args
+            .get_or_insert_with(Vec::new)
+            .extend(["--namespace".to_string(), watched_namespace.to_string()]);
         let deployments: Api<Deployment> = Api::namespaced(client.clone(), CONTROLLER_NAMESPACE);
-        deployments.patch("wasm-weight-controller", &apply, &Patch::Apply(&deployment)).await.expect("applying deployment.yaml");
+        deployments
+            .patch("wasm-weight-controller", &apply, &Patch::Apply(&deployment))
+            .await
+            .expect("applying deployment.yaml");
         // Both replicas Ready: /readyz answers only once the controller can list EdgeCanaries.
         let deadline = Instant::now() + Duration::from_secs(180);
         loop {
@@ -554,17 +756,38 @@ impl ControllerDeployment {
             if Instant::now() > deadline {
                 let pods: Api<Pod> = Api::namespaced(client.clone(), CONTROLLER_NAMESPACE);
                 let mut report = String::new();
-                for pod in pods.list(&ListParams::default().labels(CONTROLLER_LABEL)).await.unwrap().items {
+                for pod in pods
+                    .list(&ListParams::default().labels(CONTROLLER_LABEL))
+                    .await
+                    .unwrap()
+                    .items
+                {
                     let name = pod.metadata.name.clone().unwrap_or_default();
-                    let logs = pods.logs(&name, &LogParams { tail_lines: Some(20), ..Default::default() }).await.unwrap_or_else(|e| e.to_string());
-                    report += &format!("\n{name}: {:?}\n{logs}", pod.status.map(|s| s.container_statuses));
+                    let logs = pods
+                        .logs(
+                            &name,
+                            &LogParams {
+                                tail_lines: Some(20),
+                                ..Default::default()
+                            },
+                        )
+                        .await
+                        .unwrap_or_else(|e| e.to_string());
+                    report += &format!(
+                        "\n{name}: {:?}\n{logs}",
+                        pod.status.map(|s| s.container_statuses)
+                    );
                 }
                 panic!("the controller's Deployment is not ready after 180 s: {status:?}{report}");
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
         let pods = Api::namespaced(client.clone(), CONTROLLER_NAMESPACE);
-        ControllerDeployment { client: client.clone(), rbac, pods }
+        ControllerDeployment {
+            client: client.clone(),
+            rbac,
+            pods,
+        }
     }
 
     /// The pod named in the controller's Lease, once that is a pod that exists and is not
@@ -573,9 +796,23 @@ impl ControllerDeployment {
         let leases: Api<Lease> = Api::namespaced(self.client.clone(), CONTROLLER_NAMESPACE);
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let holder = leases.get_opt("wasm-weight-controller").await.ok().flatten().and_then(|l| l.spec?.holder_identity);
-            let pods = self.pods.list(&ListParams::default().labels(CONTROLLER_LABEL)).await.ok()?.items;
-            let alive = |h: &String| pods.iter().any(|p| p.metadata.name.as_ref() == Some(h) && p.metadata.deletion_timestamp.is_none());
+            let holder = leases
+                .get_opt("wasm-weight-controller")
+                .await
+                .ok()
+                .flatten()
+                .and_then(|l| l.spec?.holder_identity);
+            let pods = self
+                .pods
+                .list(&ListParams::default().labels(CONTROLLER_LABEL))
+                .await
+                .ok()?
+                .items;
+            let alive = |h: &String| {
+                pods.iter().any(|p| {
+                    p.metadata.name.as_ref() == Some(h) && p.metadata.deletion_timestamp.is_none()
+                })
+            };
             if let Some(holder) = holder.filter(alive) {
                 return Some(holder);
             }
@@ -587,8 +824,11 @@ impl ControllerDeployment {
     }
 
     async fn delete(self) {
-        let deployments: Api<Deployment> = Api::namespaced(self.client.clone(), CONTROLLER_NAMESPACE);
-        let _ = deployments.delete("wasm-weight-controller", &DeleteParams::foreground()).await;
+        let deployments: Api<Deployment> =
+            Api::namespaced(self.client.clone(), CONTROLLER_NAMESPACE);
+        let _ = deployments
+            .delete("wasm-weight-controller", &DeleteParams::foreground())
+            .await;
         for (resource, object) in self.rbac {
             let name = object.metadata.name.unwrap();
             let api: Api<DynamicObject> = match object.metadata.namespace {

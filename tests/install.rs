@@ -9,14 +9,24 @@ fn install(prefix: &std::path::Path, action: &str) -> String {
         .arg(common::repo().join("scripts/install.sh"))
         .arg(action)
         .env("PREFIX", prefix.join("usr"))
-        .env("CONTAINERD_CONFIG", prefix.join("etc/containerd/config.toml"))
+        .env(
+            "CONTAINERD_CONFIG",
+            prefix.join("etc/containerd/config.toml"),
+        )
         .env("DROPIN_DIR", prefix.join("etc/containerd/conf.d"))
-        .env("NODE_CONFIG_DIR", prefix.join("etc/containerd-shim-wasmedge"))
+        .env(
+            "NODE_CONFIG_DIR",
+            prefix.join("etc/containerd-shim-wasmedge"),
+        )
         .env("RESTART", "never")
         .current_dir(common::repo())
         .output()
         .unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(out.status.success(), "install.sh {action}: {text}");
     text
 }
@@ -31,14 +41,28 @@ fn install_is_idempotent_and_keeps_the_nodes_cri_settings() {
     assert!(p.join("etc/containerd-shim-wasmedge/config.toml").exists());
 
     let second = install(p, "install");
-    assert!(second.contains("drop-in unchanged"), "second install must change nothing: {second}");
+    assert!(
+        second.contains("drop-in unchanged"),
+        "second install must change nothing: {second}"
+    );
     let config = std::fs::read_to_string(p.join("etc/containerd/config.toml")).unwrap();
     assert_eq!(config.matches("conf.d/*.toml").count(), 1, "{config}");
 
-    let dump = Command::new("containerd").arg("--config").arg(p.join("etc/containerd/config.toml")).args(["config", "dump"]).output().unwrap();
+    let dump = Command::new("containerd")
+        .arg("--config")
+        .arg(p.join("etc/containerd/config.toml"))
+        .args(["config", "dump"])
+        .output()
+        .unwrap();
     let dump = String::from_utf8_lossy(&dump.stdout);
-    assert!(dump.contains(r#"[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]"#), "runc lost:\n{dump}");
-    assert!(dump.contains(r#"[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.wasmedge]"#), "wasmedge missing:\n{dump}");
+    assert!(
+        dump.contains(r#"[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]"#),
+        "runc lost:\n{dump}"
+    );
+    assert!(
+        dump.contains(r#"[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.wasmedge]"#),
+        "wasmedge missing:\n{dump}"
+    );
     assert!(dump.contains(r#"runtime_type = "io.containerd.wasmedge.v1""#));
 
     install(p, "uninstall");

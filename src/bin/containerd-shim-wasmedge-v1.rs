@@ -10,7 +10,10 @@ fn main() {
     // stderr (its log).
     if std::env::var_os("CONTAINERD_SHIM_WASMEDGE_TRACE").is_some() {
         let _ = tracing::subscriber::set_global_default(
-            tracing_subscriber::fmt().with_writer(std::io::stderr).with_max_level(tracing::Level::DEBUG).finish(),
+            tracing_subscriber::fmt()
+                .with_writer(std::io::stderr)
+                .with_max_level(tracing::Level::DEBUG)
+                .finish(),
         );
     }
     // containerd runs `<shim> ... delete` to clean up after a shim that is gone; after a
@@ -50,7 +53,10 @@ fn main() {
         // containerd runs `delete` in the bundle after a shim died: also remove what the
         // library's delete leaves behind (the container's cgroups).
         let id = arg_after("-id").unwrap_or_default();
-        if let Err(e) = std::env::current_dir().map_err(anyhow::Error::from).and_then(|bundle| cleanup::remove_container_cgroups(&bundle, &id)) {
+        if let Err(e) = std::env::current_dir()
+            .map_err(anyhow::Error::from)
+            .and_then(|bundle| cleanup::remove_container_cgroups(&bundle, &id))
+        {
             eprintln!("containerd-shim-wasmedge: cleanup of {id}: {e:#}");
         }
     }
@@ -60,7 +66,11 @@ fn main() {
         no_reaper: false,
         no_sub_reaper: false,
     };
-    containerd_shimkit::sandbox::cli::shim_main::<WasmEdgeInstance>(RUNTIME_NAME, containerd_shimkit::shim_version!(), Some(config));
+    containerd_shimkit::sandbox::cli::shim_main::<WasmEdgeInstance>(
+        RUNTIME_NAME,
+        containerd_shimkit::shim_version!(),
+        Some(config),
+    );
 }
 
 /// The daemon is started with the listening socket as fd 3 and no action argument.
@@ -74,5 +84,7 @@ fn is_daemon() -> bool {
 /// The value following `flag` on the command line (containerd passes `-id ID`).
 fn arg_after(flag: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
-    args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1).cloned())
+    args.iter()
+        .position(|a| a == flag)
+        .and_then(|i| args.get(i + 1).cloned())
 }

@@ -25,11 +25,14 @@ struct Args {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    let effective = std::fs::read_to_string(&args.effective).with_context(|| format!("reading {}", args.effective.display()))?;
-    let runtime = std::fs::read_to_string(&args.runtime).with_context(|| format!("reading {}", args.runtime.display()))?;
+    let effective = std::fs::read_to_string(&args.effective)
+        .with_context(|| format!("reading {}", args.effective.display()))?;
+    let runtime = std::fs::read_to_string(&args.runtime)
+        .with_context(|| format!("reading {}", args.runtime.display()))?;
     let dropin = build_dropin(&effective, &runtime)?;
     let tmp = args.out.with_extension("toml.tmp");
     std::fs::write(&tmp, dropin).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, &args.out).with_context(|| format!("renaming to {}", args.out.display()))?;
+    std::fs::rename(&tmp, &args.out)
+        .with_context(|| format!("renaming to {}", args.out.display()))?;
     Ok(())
 }

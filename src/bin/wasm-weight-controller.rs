@@ -14,7 +14,9 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 
 #[derive(Parser)]
-#[command(about = "Canary rollouts of wasm edge functions by replica ratio, judged from the pods' /metrics")]
+#[command(
+    about = "Canary rollouts of wasm edge functions by replica ratio, judged from the pods' /metrics"
+)]
 struct Args {
     #[command(subcommand)]
     command: Command,
@@ -52,16 +54,28 @@ async fn main() -> Result<()> {
             print!("{}", crd_yaml());
             Ok(())
         }
-        Command::Run { kubeconfig, namespace, metrics_addr, lease_namespace, no_leader_election } => {
+        Command::Run {
+            kubeconfig,
+            namespace,
+            metrics_addr,
+            lease_namespace,
+            no_leader_election,
+        } => {
             tracing::subscriber::set_global_default(
-                tracing_subscriber::fmt().with_writer(std::io::stderr).with_max_level(tracing::Level::INFO).finish(),
+                tracing_subscriber::fmt()
+                    .with_writer(std::io::stderr)
+                    .with_max_level(tracing::Level::INFO)
+                    .finish(),
             )?;
             let config = match &kubeconfig {
                 Some(path) => {
-                    let file = Kubeconfig::read_from(path).with_context(|| format!("reading {}", path.display()))?;
+                    let file = Kubeconfig::read_from(path)
+                        .with_context(|| format!("reading {}", path.display()))?;
                     Config::from_custom_kubeconfig(file, &KubeConfigOptions::default()).await?
                 }
-                None => Config::infer().await.context("no in-cluster config and no kubeconfig")?,
+                None => Config::infer()
+                    .await
+                    .context("no in-cluster config and no kubeconfig")?,
             };
             let mut config = config;
             // kube retries 429/503 by itself for minutes; a pass stuck that long could still
@@ -75,7 +89,8 @@ async fn main() -> Result<()> {
             let settings = Settings {
                 namespace,
                 metrics_addr: Some(metrics_addr),
-                lease: (!no_leader_election).then(|| (lease_namespace, CONTROLLER_NAME.to_string())),
+                lease: (!no_leader_election)
+                    .then(|| (lease_namespace, CONTROLLER_NAME.to_string())),
                 identity: identity(),
             };
             tracing::info!(identity = %settings.identity, namespace = ?settings.namespace, "starting");
@@ -89,6 +104,7 @@ fn identity() -> String {
     if let Ok(pod) = std::env::var("POD_NAME") {
         return pod;
     }
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_else(|_| "host".into());
+    let host =
+        std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_else(|_| "host".into());
     format!("{}-{}", host.trim(), std::process::id())
 }

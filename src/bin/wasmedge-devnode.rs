@@ -6,8 +6,8 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 use clap::{Parser, Subcommand};
 use containerd_shim_wasmedge::devnode::{
-    free_port, images, repo, unique, wasm, Containerd, HttpContainer, Options, BUSYBOX_IMAGE, RUNC_RUNTIME,
-    WASMEDGE_RUNTIME,
+    free_port, images, repo, unique, wasm, Containerd, HttpContainer, Options, BUSYBOX_IMAGE,
+    RUNC_RUNTIME, WASMEDGE_RUNTIME,
 };
 use containerd_shim_wasmedge::engine::slot::{InstanceSlot, SlotSpec};
 use containerd_shim_wasmedge::engine::RunSpec;
@@ -41,7 +41,10 @@ const HELLO_IMAGE: &str = "localhost/hello:bench";
 fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Demo => demo(),
-        Command::Bench { instances_only: true, .. } => {
+        Command::Bench {
+            instances_only: true,
+            ..
+        } => {
             let (start, cold, warm) = bench_instances()?;
             println!("instance start p50/p99 µs {start:.1?}; whole call {cold:.1?}; with a pre-created instance {warm:.1?}");
             Ok(())
@@ -52,13 +55,31 @@ fn main() -> Result<()> {
 
 fn demo() -> Result<()> {
     let node = Containerd::start();
-    println!("private containerd at {} (namespace {})", node.socket.display(), node.namespace);
-    node.import(None, &images().rootfs(EDGE_IMAGE, &wasm("edge-function"), &[]), false);
+    println!(
+        "private containerd at {} (namespace {})",
+        node.socket.display(),
+        node.namespace
+    );
+    node.import(
+        None,
+        &images().rootfs(EDGE_IMAGE, &wasm("edge-function"), &[]),
+        false,
+    );
 
-    let function = node.start_http(EDGE_IMAGE, &unique("edge"), &["wasmedge.io/version=v1", "wasmedge.io/policy=edge-strict"], &[EDGE_MODULE]);
-    println!("\nstarted {} in HTTP mode (wasmedge.io/mode=http) on 127.0.0.1:{}", function.id, function.port);
+    let function = node.start_http(
+        EDGE_IMAGE,
+        &unique("edge"),
+        &["wasmedge.io/version=v1", "wasmedge.io/policy=edge-strict"],
+        &[EDGE_MODULE],
+    );
+    println!(
+        "\nstarted {} in HTTP mode (wasmedge.io/mode=http) on 127.0.0.1:{}",
+        function.id, function.port
+    );
     let started = std::time::Instant::now();
-    let seen = function.wait_ready(Duration::from_secs(120)).map_err(|seen| anyhow::anyhow!("never ready ({seen:?}): {}", node.log_text()))?;
+    let seen = function
+        .wait_ready(Duration::from_secs(120))
+        .map_err(|seen| anyhow::anyhow!("never ready ({seen:?}): {}", node.log_text()))?;
     println!("/ready answered {seen:?} and was 200 after {} ms (the module is AOT-compiled before the container starts)", started.elapsed().as_millis());
 
     let base = function.url("");
@@ -66,7 +87,15 @@ fn demo() -> Result<()> {
     let hash = r#"{"action":"hash","data":"hello"}"#;
     let calls: [&[&str]; 6] = [
         &["-H", "x-region: eu-west-1", "/api/v1/status?verbose=1"],
-        &["-H", "x-region: ap-east-1", "-X", "POST", "-d", transform, "/api/v1/process"],
+        &[
+            "-H",
+            "x-region: ap-east-1",
+            "-X",
+            "POST",
+            "-d",
+            transform,
+            "/api/v1/process",
+        ],
         &["-X", "POST", "-d", hash, "/api/v1/process"],
         &["-X", "PUT", "-d", "{}", "/api/v1/process"],
         &["/health"],
@@ -78,24 +107,56 @@ fn demo() -> Result<()> {
         let mut args: Vec<&str> = vec!["-sS", "-w", "  [HTTP %{http_code}, %{time_total}s]\n"];
         args.extend_from_slice(flags);
         args.push(&url);
-        println!("\n$ curl {}", args[3..].iter().map(|a| if a.contains(' ') || a.contains('{') { format!("'{a}'") } else { a.to_string() }).collect::<Vec<_>>().join(" "));
+        println!(
+            "\n$ curl {}",
+            args[3..]
+                .iter()
+                .map(|a| if a.contains(' ') || a.contains('{') {
+                    format!("'{a}'")
+                } else {
+                    a.to_string()
+                })
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
         let out = std::process::Command::new("curl").args(&args).output()?;
         print!("{}", String::from_utf8_lossy(&out.stdout));
     }
     println!("\n$ curl {base}/metrics  (excerpt)");
-    for line in function.get("/metrics").body.lines().filter(|l| l.starts_with("wasmedge_http_requests_total") || l.contains("_count{") || l.contains("kind=\"pss\"")) {
+    for line in function.get("/metrics").body.lines().filter(|l| {
+        l.starts_with("wasmedge_http_requests_total")
+            || l.contains("_count{")
+            || l.contains("kind=\"pss\"")
+    }) {
         println!("{line}");
     }
     let exit = node.stop_task(&function.id, "SIGTERM", Duration::from_secs(30));
-    println!("\nSIGTERM: in-flight requests drained, exit status 0{}", if exit.trim().is_empty() { String::new() } else { format!(" ({})", exit.trim()) });
+    println!(
+        "\nSIGTERM: in-flight requests drained, exit status 0{}",
+        if exit.trim().is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", exit.trim())
+        }
+    );
 
     // The same module, command mode: one request on stdin, the response on stdout.
     let request = r#"{"path":"/api/v1/process","method":"POST","headers":{"x-region":"ap-east-1"},"body":"{\"action\":\"transform\",\"data\":\"hello\"}","query":{}}"#;
-    let run = node.run_with_stdin(WASMEDGE_RUNTIME, EDGE_IMAGE, &unique("edge"), &[EDGE_MODULE], request.as_bytes());
+    let run = node.run_with_stdin(
+        WASMEDGE_RUNTIME,
+        EDGE_IMAGE,
+        &unique("edge"),
+        &[EDGE_MODULE],
+        request.as_bytes(),
+    );
     if run.code != 0 {
         bail!("command mode: exit {}: {}", run.code, run.stderr);
     }
-    println!("\nsame module in command mode (ctr run --rm, {} ms, AOT cache hit):\n{}", run.elapsed.as_millis(), run.stdout.trim());
+    println!(
+        "\nsame module in command mode (ctr run --rm, {} ms, AOT cache hit):\n{}",
+        run.elapsed.as_millis(),
+        run.stdout.trim()
+    );
     Ok(())
 }
 
@@ -108,7 +169,11 @@ struct Stats {
 fn stats(mut ms: Vec<f64>) -> Stats {
     ms.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let at = |q: f64| ms[((ms.len() - 1) as f64 * q).round() as usize];
-    Stats { min: ms[0], median: at(0.5), p90: at(0.9) }
+    Stats {
+        min: ms[0],
+        median: at(0.5),
+        p90: at(0.9),
+    }
 }
 
 fn ms(d: Duration) -> f64 {
@@ -117,7 +182,11 @@ fn ms(d: Duration) -> f64 {
 
 fn bench(rounds: usize) -> Result<()> {
     let node = Containerd::start_with(Options::default());
-    node.import(None, &images().rootfs(HELLO_IMAGE, &wasm("hello"), &[]), false);
+    node.import(
+        None,
+        &images().rootfs(HELLO_IMAGE, &wasm("hello"), &[]),
+        false,
+    );
     node.import(None, &images().busybox(), false);
 
     // First start (AOT compile) against cached starts, each first start on an empty cache.
@@ -137,31 +206,80 @@ fn bench(rounds: usize) -> Result<()> {
     let (mut wasm_ms, mut runc_ms) = (vec![], vec![]);
     for _ in 0..rounds {
         let w = node.run_wasm(HELLO_IMAGE, &unique("w"), &[]);
-        let r = node.run(RUNC_RUNTIME, BUSYBOX_IMAGE, &unique("r"), &[], &["/bin/busybox", "true"]);
+        let r = node.run(
+            RUNC_RUNTIME,
+            BUSYBOX_IMAGE,
+            &unique("r"),
+            &[],
+            &["/bin/busybox", "true"],
+        );
         if w.code != 0 || r.code != 0 {
-            bail!("bench run failed: wasm {} {} / runc {} {}", w.code, w.stderr, r.code, r.stderr);
+            bail!(
+                "bench run failed: wasm {} {} / runc {} {}",
+                w.code,
+                w.stderr,
+                r.code,
+                r.stderr
+            );
         }
         wasm_ms.push(ms(w.elapsed));
         runc_ms.push(ms(r.elapsed));
     }
     let (w, r, f) = (stats(wasm_ms), stats(runc_ms), stats(first));
 
-    let wasm_pss = sleeping_pss(&node, WASMEDGE_RUNTIME, HELLO_IMAGE, &["/app/hello.wasm", "sleep", "30"])?;
-    let runc_pss = sleeping_pss(&node, RUNC_RUNTIME, BUSYBOX_IMAGE, &["/bin/busybox", "sleep", "30"])?;
+    let wasm_pss = sleeping_pss(
+        &node,
+        WASMEDGE_RUNTIME,
+        HELLO_IMAGE,
+        &["/app/hello.wasm", "sleep", "30"],
+    )?;
+    let runc_pss = sleeping_pss(
+        &node,
+        RUNC_RUNTIME,
+        BUSYBOX_IMAGE,
+        &["/bin/busybox", "sleep", "30"],
+    )?;
     let http = bench_http(&node)?;
 
-    println!("containerd-shim-wasmedge bench ({} UTC, {rounds} interleaved rounds, {} cores)", now(), std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
+    println!(
+        "containerd-shim-wasmedge bench ({} UTC, {rounds} interleaved rounds, {} cores)",
+        now(),
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0)
+    );
     println!();
     println!("| `ctr run --rm` start to exit | min ms | median ms | p90 ms | median vs runc |");
     println!("|---|---|---|---|---|");
-    println!("| runc, busybox `true` | {:.1} | {:.1} | {:.1} | 1.00 |", r.min, r.median, r.p90);
-    println!("| wasmedge shim, hello.wasm (AOT cached) | {:.1} | {:.1} | {:.1} | {:.2} |", w.min, w.median, w.p90, w.median / r.median);
-    println!("| wasmedge shim, hello.wasm (first start: AOT compile) | {:.1} | {:.1} | {:.1} | {:.2} |", f.min, f.median, f.p90, f.median / r.median);
+    println!(
+        "| runc, busybox `true` | {:.1} | {:.1} | {:.1} | 1.00 |",
+        r.min, r.median, r.p90
+    );
+    println!(
+        "| wasmedge shim, hello.wasm (AOT cached) | {:.1} | {:.1} | {:.1} | {:.2} |",
+        w.min,
+        w.median,
+        w.p90,
+        w.median / r.median
+    );
+    println!(
+        "| wasmedge shim, hello.wasm (first start: AOT compile) | {:.1} | {:.1} | {:.1} | {:.2} |",
+        f.min,
+        f.median,
+        f.p90,
+        f.median / r.median
+    );
     println!();
     println!("| memory while the workload sleeps (PSS, shim + container processes) | MB |");
     println!("|---|---|");
-    println!("| runc shim + busybox sleep | {:.1} |", runc_pss as f64 / 1024.0);
-    println!("| wasmedge shim + hello.wasm sleep | {:.1} |", wasm_pss as f64 / 1024.0);
+    println!(
+        "| runc shim + busybox sleep | {:.1} |",
+        runc_pss as f64 / 1024.0
+    );
+    println!(
+        "| wasmedge shim + hello.wasm sleep | {:.1} |",
+        wasm_pss as f64 / 1024.0
+    );
     http.print();
     Ok(())
 }
@@ -229,16 +347,31 @@ const EDGE_GET: &str = "/api/v1/process";
 fn bench_http(node: &Containerd) -> Result<HttpBench> {
     let (instance_start, call_cold, call_warm) = bench_instances()?;
 
-    node.import(None, &images().rootfs(EDGE_IMAGE, &wasm("edge-function"), &[]), false);
-    let function = node.start_http(EDGE_IMAGE, &unique("http"), &["wasmedge.io/version=bench", "wasmedge.io/warm-pool=2", "wasmedge.io/max-concurrency=2"], &[EDGE_MODULE]);
+    node.import(
+        None,
+        &images().rootfs(EDGE_IMAGE, &wasm("edge-function"), &[]),
+        false,
+    );
+    let function = node.start_http(
+        EDGE_IMAGE,
+        &unique("http"),
+        &[
+            "wasmedge.io/version=bench",
+            "wasmedge.io/warm-pool=2",
+            "wasmedge.io/max-concurrency=2",
+        ],
+        &[EDGE_MODULE],
+    );
     if let Err(seen) = function.wait_ready(Duration::from_secs(120)) {
         bail!("HTTP function never ready ({seen:?}): {}", node.log_text());
     }
     let native_port = free_port();
-    let mut native = std::process::Command::new(repo().join("examples/native-edge-server/target/release/native-edge-server"))
-        .arg(native_port.to_string())
-        .stdout(std::process::Stdio::null())
-        .spawn()?;
+    let mut native = std::process::Command::new(
+        repo().join("examples/native-edge-server/target/release/native-edge-server"),
+    )
+    .arg(native_port.to_string())
+    .stdout(std::process::Stdio::null())
+    .spawn()?;
     std::thread::sleep(Duration::from_millis(300));
     let mut throughput = vec![];
     for connections in [1u32, 16] {
@@ -285,9 +418,14 @@ fn bench_instances() -> Result<(Quantiles, Quantiles, Quantiles)> {
     let cache_dir = std::env::temp_dir().join(unique("bench-aot"));
     let cache = AotCache::open(&cache_dir, 1 << 30)?;
     let bytes = std::fs::read(wasm("edge-function"))?;
-    let prepared = engine::prepare_module(&bytes, "edge-function.wasm", None, Some(&cache), false, |b| {
-        engine::aot::compile_checked(b, &cache_dir)
-    })
+    let prepared = engine::prepare_module(
+        &bytes,
+        "edge-function.wasm",
+        None,
+        Some(&cache),
+        false,
+        |b| engine::aot::compile_checked(b, &cache_dir),
+    )
     .map_err(|e| anyhow::anyhow!("{e}"))?;
     let module = prepared.load().map_err(|e| anyhow::anyhow!("{e}"))?;
     let spec = SlotSpec {
@@ -310,7 +448,10 @@ fn bench_instances() -> Result<(Quantiles, Quantiles, Quantiles)> {
         let call = slot.call(request.to_vec())?;
         let took = began.elapsed();
         if !call.stdout.starts_with(b"{\"status_code\":200") {
-            bail!("unexpected response: {}", String::from_utf8_lossy(&call.stdout));
+            bail!(
+                "unexpected response: {}",
+                String::from_utf8_lossy(&call.stdout)
+            );
         }
         if i >= 200 {
             starts.push(call.instance_start.as_secs_f64() * 1e6);
@@ -338,29 +479,57 @@ fn p50_p99(mut v: Vec<f64>) -> Quantiles {
 /// `wrk` for 5 s against a loopback port.
 fn wrk(port: u16, connections: u32) -> Result<Wrk> {
     let out = std::process::Command::new("wrk")
-        .args(["-t1", &format!("-c{connections}"), "-d5s", "--latency", &format!("http://127.0.0.1:{port}{EDGE_GET}")])
+        .args([
+            "-t1",
+            &format!("-c{connections}"),
+            "-d5s",
+            "--latency",
+            &format!("http://127.0.0.1:{port}{EDGE_GET}"),
+        ])
         .output()?;
     let text = String::from_utf8_lossy(&out.stdout);
-    let field = |prefix: &str| text.lines().find_map(|l| l.trim().strip_prefix(prefix).map(|v| v.trim().to_string()));
-    let requests_per_sec = field("Requests/sec:").and_then(|v| v.parse().ok()).ok_or_else(|| anyhow::anyhow!("wrk: {text}"))?;
+    let field = |prefix: &str| {
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix(prefix).map(|v| v.trim().to_string()))
+    };
+    let requests_per_sec = field("Requests/sec:")
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("wrk: {text}"))?;
     if text.contains("Non-2xx") {
         bail!("wrk saw errors against port {port}: {text}");
     }
-    Ok(Wrk { requests_per_sec, p50_ms: wrk_ms(field("50%")), p99_ms: wrk_ms(field("99%")) })
+    Ok(Wrk {
+        requests_per_sec,
+        p50_ms: wrk_ms(field("50%")),
+        p99_ms: wrk_ms(field("99%")),
+    })
 }
 
 /// wrk prints latencies as 812.00us, 1.23ms or 1.01s.
 fn wrk_ms(value: Option<String>) -> f64 {
     let v = value.unwrap_or_default();
     let number = |suffix: &str| v.strip_suffix(suffix).and_then(|n| n.parse::<f64>().ok());
-    number("us").map(|n| n / 1000.0).or_else(|| number("ms")).or_else(|| number("s").map(|n| n * 1000.0)).unwrap_or(f64::NAN)
+    number("us")
+        .map(|n| n / 1000.0)
+        .or_else(|| number("ms"))
+        .or_else(|| number("s").map(|n| n * 1000.0))
+        .unwrap_or(f64::NAN)
 }
 
 /// Starts a sleeping container, measures the PSS of its shim and processes, removes it.
 fn sleeping_pss(node: &Containerd, runtime: &str, image: &str, args: &[&str]) -> Result<u64> {
     let id = unique("pss");
     let cgroup = node.cgroup_of(&id);
-    let mut cmd = vec!["run", "-d", "--runtime", runtime, "--cgroup", cgroup.as_str(), image, id.as_str()];
+    let mut cmd = vec![
+        "run",
+        "-d",
+        "--runtime",
+        runtime,
+        "--cgroup",
+        cgroup.as_str(),
+        image,
+        id.as_str(),
+    ];
     cmd.extend_from_slice(args);
     node.ctr_ok(&cmd);
     std::thread::sleep(Duration::from_secs(2));
@@ -378,6 +547,9 @@ fn sleeping_pss(node: &Containerd, runtime: &str, image: &str, args: &[&str]) ->
 }
 
 fn now() -> String {
-    let out = std::process::Command::new("date").args(["-u", "+%Y-%m-%d %H:%M"]).output();
-    out.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default()
+    let out = std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M"])
+        .output();
+    out.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
 }

@@ -40,12 +40,23 @@ pub enum Observed {
 pub enum HoldReason {
     MetricsUnavailable(String),
     NoCanaryData,
-    Observing { remaining_seconds: u64 },
+    Observing {
+        remaining_seconds: u64,
+    },
     WaitingForCanaryPods,
-    TooFewSamples { have: u64, need: u64 },
+    TooFewSamples {
+        have: u64,
+        need: u64,
+    },
     NoLatencyData,
-    SuccessRateBelowThreshold { rate: f64, threshold: f64 },
-    LatencyAboveThreshold { p99_ms: f64, threshold_ms: f64 },
+    SuccessRateBelowThreshold {
+        rate: f64,
+        threshold: f64,
+    },
+    LatencyAboveThreshold {
+        p99_ms: f64,
+        threshold_ms: f64,
+    },
     /// Healthy at the last step before 100 % with `autoPromote: false`: phase Paused.
     AwaitingManualPromotion,
 }
@@ -75,18 +86,30 @@ impl std::fmt::Display for HoldReason {
         match self {
             HoldReason::MetricsUnavailable(why) => write!(f, "metrics unavailable: {why}"),
             HoldReason::NoCanaryData => write!(f, "no canary requests observed yet"),
-            HoldReason::Observing { remaining_seconds } => write!(f, "observing, {remaining_seconds} s left in this step"),
-            HoldReason::WaitingForCanaryPods => write!(f, "waiting for the canary pods to become available"),
-            HoldReason::TooFewSamples { have, need } => write!(f, "too few canary samples: {have} of {need}"),
+            HoldReason::Observing { remaining_seconds } => {
+                write!(f, "observing, {remaining_seconds} s left in this step")
+            }
+            HoldReason::WaitingForCanaryPods => {
+                write!(f, "waiting for the canary pods to become available")
+            }
+            HoldReason::TooFewSamples { have, need } => {
+                write!(f, "too few canary samples: {have} of {need}")
+            }
             HoldReason::NoLatencyData => write!(f, "no canary latency observations"),
             HoldReason::SuccessRateBelowThreshold { rate, threshold } => {
                 write!(f, "canary success rate {rate:.4} below {threshold}")
             }
-            HoldReason::LatencyAboveThreshold { p99_ms, threshold_ms } => {
+            HoldReason::LatencyAboveThreshold {
+                p99_ms,
+                threshold_ms,
+            } => {
                 write!(f, "canary p99 {p99_ms:.1} ms above {threshold_ms} ms")
             }
             HoldReason::AwaitingManualPromotion => {
-                write!(f, "healthy; autoPromote is off: set spec.promote to true to go to 100 %")
+                write!(
+                    f,
+                    "healthy; autoPromote is off: set spec.promote to true to go to 100 %"
+                )
             }
         }
     }
@@ -97,9 +120,13 @@ impl std::fmt::Display for HoldReason {
 /// else waits for the step's end and then needs enough samples and healthy numbers.
 pub fn decide(spec: &EdgeCanarySpec, state: &StepState, observed: &Observed) -> Decision {
     let canary = match observed {
-        Observed::Unavailable(why) => return Decision::Hold(HoldReason::MetricsUnavailable(why.clone())),
+        Observed::Unavailable(why) => {
+            return Decision::Hold(HoldReason::MetricsUnavailable(why.clone()))
+        }
         Observed::Canary(None) => return Decision::Hold(HoldReason::NoCanaryData),
-        Observed::Canary(Some(stats)) if stats.requests == 0 => return Decision::Hold(HoldReason::NoCanaryData),
+        Observed::Canary(Some(stats)) if stats.requests == 0 => {
+            return Decision::Hold(HoldReason::NoCanaryData)
+        }
         Observed::Canary(Some(stats)) => stats,
     };
     let rate = canary.successes.min(canary.requests) as f64 / canary.requests as f64;
@@ -113,9 +140,13 @@ pub fn decide(spec: &EdgeCanarySpec, state: &StepState, observed: &Observed) -> 
         ));
     }
     if state.elapsed_seconds < spec.step_seconds {
-        return Decision::Hold(HoldReason::Observing { remaining_seconds: spec.step_seconds - state.elapsed_seconds });
+        return Decision::Hold(HoldReason::Observing {
+            remaining_seconds: spec.step_seconds - state.elapsed_seconds,
+        });
     }
-    let p99_too_high = canary.p99_ms.map(|p99| p99 > spec.latency_p99_threshold_ms + EPSILON);
+    let p99_too_high = canary
+        .p99_ms
+        .map(|p99| p99 > spec.latency_p99_threshold_ms + EPSILON);
     if enough_to_roll_back && p99_too_high == Some(true) {
         return Decision::RollBack(format!(
             "canary p99 {:.1} ms over the whole step ({} requests) is above {} ms",
@@ -128,14 +159,25 @@ pub fn decide(spec: &EdgeCanarySpec, state: &StepState, observed: &Observed) -> 
         return Decision::Hold(HoldReason::WaitingForCanaryPods);
     }
     if canary.requests < spec.min_samples_to_promote {
-        return Decision::Hold(HoldReason::TooFewSamples { have: canary.requests, need: spec.min_samples_to_promote });
+        return Decision::Hold(HoldReason::TooFewSamples {
+            have: canary.requests,
+            need: spec.min_samples_to_promote,
+        });
     }
-    let Some(p99_ms) = canary.p99_ms else { return Decision::Hold(HoldReason::NoLatencyData) };
+    let Some(p99_ms) = canary.p99_ms else {
+        return Decision::Hold(HoldReason::NoLatencyData);
+    };
     if rate < spec.success_rate_threshold - EPSILON {
-        return Decision::Hold(HoldReason::SuccessRateBelowThreshold { rate, threshold: spec.success_rate_threshold });
+        return Decision::Hold(HoldReason::SuccessRateBelowThreshold {
+            rate,
+            threshold: spec.success_rate_threshold,
+        });
     }
     if p99_too_high == Some(true) {
-        return Decision::Hold(HoldReason::LatencyAboveThreshold { p99_ms, threshold_ms: spec.latency_p99_threshold_ms });
+        return Decision::Hold(HoldReason::LatencyAboveThreshold {
+            p99_ms,
+            threshold_ms: spec.latency_p99_threshold_ms,
+        });
     }
     let next_weight = spec.steps.get(state.step + 1).copied().unwrap_or(100);
     if next_weight < 100 {
@@ -153,15 +195,26 @@ mod tests {
     use super::*;
 
     fn spec() -> EdgeCanarySpec {
-        EdgeCanarySpec { step_seconds: 60, ..EdgeCanarySpec::with_defaults("fn", "fn-v1", "fn-v2", 10) }
+        EdgeCanarySpec {
+            step_seconds: 60,
+            ..EdgeCanarySpec::with_defaults("fn", "fn-v1", "fn-v2", 10)
+        }
     }
 
     fn at(step: usize, elapsed_seconds: u64) -> StepState {
-        StepState { step, elapsed_seconds, canary_ready: true }
+        StepState {
+            step,
+            elapsed_seconds,
+            canary_ready: true,
+        }
     }
 
     fn canary(requests: u64, successes: u64, p99_ms: f64) -> Observed {
-        Observed::Canary(Some(CanaryStats { requests, successes, p99_ms: Some(p99_ms) }))
+        Observed::Canary(Some(CanaryStats {
+            requests,
+            successes,
+            p99_ms: Some(p99_ms),
+        }))
     }
 
     fn is_rollback(d: &Decision) -> bool {
@@ -170,8 +223,15 @@ mod tests {
 
     #[test]
     fn decision_table() {
-        let manual = EdgeCanarySpec { auto_promote: false, ..spec() };
-        let manual_go = EdgeCanarySpec { auto_promote: false, promote: true, ..spec() };
+        let manual = EdgeCanarySpec {
+            auto_promote: false,
+            ..spec()
+        };
+        let manual_go = EdgeCanarySpec {
+            auto_promote: false,
+            promote: true,
+            ..spec()
+        };
         let hold = |r: HoldReason| Decision::Hold(r);
         #[rustfmt::skip]
         let table: Vec<(&str, EdgeCanarySpec, StepState, Observed, Decision)> = vec![
@@ -225,21 +285,37 @@ mod tests {
             assert!(is_rollback(&decision), "case {name}: {decision:?}");
         }
         // The same failing canary with autoPromote off rolls back too.
-        let manual = EdgeCanarySpec { auto_promote: false, ..spec() };
-        assert!(is_rollback(&decide(&manual, &at(2, 600), &canary(200, 100, 20.0))));
+        let manual = EdgeCanarySpec {
+            auto_promote: false,
+            ..spec()
+        };
+        assert!(is_rollback(&decide(
+            &manual,
+            &at(2, 600),
+            &canary(200, 100, 20.0)
+        )));
     }
 
     #[test]
     fn p99_above_threshold_mid_step_only_holds() {
         let decision = decide(&spec(), &at(0, 30), &canary(1000, 1000, 400.0));
-        assert_eq!(decision, Decision::Hold(HoldReason::Observing { remaining_seconds: 30 }));
+        assert_eq!(
+            decision,
+            Decision::Hold(HoldReason::Observing {
+                remaining_seconds: 30
+            })
+        );
     }
 
     #[test]
     fn unreachable_metrics_never_roll_back_whatever_the_step() {
         for step in 0..3 {
             for elapsed in [0, 59, 60, 10_000] {
-                let d = decide(&spec(), &at(step, elapsed), &Observed::Unavailable("timeout".into()));
+                let d = decide(
+                    &spec(),
+                    &at(step, elapsed),
+                    &Observed::Unavailable("timeout".into()),
+                );
                 assert_eq!(d.kind(), "hold");
             }
         }

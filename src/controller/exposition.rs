@@ -12,7 +12,10 @@ pub struct Sample {
 
 impl Sample {
     pub fn label(&self, name: &str) -> Option<&str> {
-        self.labels.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.labels
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -39,7 +42,10 @@ pub fn parse(text: &str) -> Exposition {
 }
 
 fn parse_sample(line: &str) -> Result<Sample, String> {
-    let mut cursor = Cursor { bytes: line.as_bytes(), at: 0 };
+    let mut cursor = Cursor {
+        bytes: line.as_bytes(),
+        at: 0,
+    };
     let name = cursor.take_while(|b, first| is_name_byte(b, first, true));
     if name.is_empty() {
         return Err("expected a metric name".into());
@@ -78,10 +84,18 @@ fn parse_sample(line: &str) -> Result<Sample, String> {
         }
     }
     // Value, then an optional timestamp and (OpenMetrics) an optional exemplar: ignored.
-    let rest = std::str::from_utf8(&cursor.bytes[cursor.at..]).map_err(|_| "invalid UTF-8".to_string())?;
-    let value_text = rest.split_ascii_whitespace().next().ok_or("missing value")?;
+    let rest =
+        std::str::from_utf8(&cursor.bytes[cursor.at..]).map_err(|_| "invalid UTF-8".to_string())?;
+    let value_text = rest
+        .split_ascii_whitespace()
+        .next()
+        .ok_or("missing value")?;
     let value = parse_value(value_text).ok_or_else(|| format!("invalid value {value_text:?}"))?;
-    Ok(Sample { name, labels, value })
+    Ok(Sample {
+        name,
+        labels,
+        value,
+    })
 }
 
 /// Go's `ParseFloat` spellings as used by exporters: decimals, exponents, `+Inf`, `-Inf`, `NaN`.
@@ -90,7 +104,10 @@ pub fn parse_value(text: &str) -> Option<f64> {
         "+Inf" | "Inf" => Some(f64::INFINITY),
         "-Inf" => Some(f64::NEG_INFINITY),
         "NaN" => Some(f64::NAN),
-        _ if text.bytes().all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'+' | b'-')) => {
+        _ if text
+            .bytes()
+            .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'+' | b'-')) =>
+        {
             text.parse().ok()
         }
         _ => None,
@@ -98,7 +115,10 @@ pub fn parse_value(text: &str) -> Option<f64> {
 }
 
 fn is_name_byte(b: u8, first: bool, colon_allowed: bool) -> bool {
-    b.is_ascii_alphabetic() || b == b'_' || (colon_allowed && b == b':') || (!first && b.is_ascii_digit())
+    b.is_ascii_alphabetic()
+        || b == b'_'
+        || (colon_allowed && b == b':')
+        || (!first && b.is_ascii_digit())
 }
 
 struct Cursor<'a> {
@@ -194,7 +214,11 @@ wasmedge_http_request_duration_seconds_bucket{le="+Inf",version="v1"} 1030
     #[test]
     fn reads_counters_and_histograms() {
         let exposition = parse(POD_METRICS);
-        assert!(exposition.malformed.is_empty(), "{:?}", exposition.malformed);
+        assert!(
+            exposition.malformed.is_empty(),
+            "{:?}",
+            exposition.malformed
+        );
         assert_eq!(exposition.samples.len(), 6);
         let first = &exposition.samples[0];
         assert_eq!(first.name, "wasmedge_http_requests_total");
@@ -214,9 +238,19 @@ wasmedge_http_request_duration_seconds_bucket{le="+Inf",version="v1"} 1030
                     m4 NaN # {trace_id=\"1\"} 1.0\n\
                     m5{a=\"{},=\"} 7\n";
         let exposition = parse(text);
-        assert!(exposition.malformed.is_empty(), "{:?}", exposition.malformed);
+        assert!(
+            exposition.malformed.is_empty(),
+            "{:?}",
+            exposition.malformed
+        );
         let s = &exposition.samples;
-        assert_eq!(s[0].labels, vec![("a".into(), "x\"y\\z\nw".into()), ("b".into(), String::new())]);
+        assert_eq!(
+            s[0].labels,
+            vec![
+                ("a".into(), "x\"y\\z\nw".into()),
+                ("b".into(), String::new())
+            ]
+        );
         assert_eq!(s[0].value, 1500.0);
         assert_eq!(s[1].value, f64::INFINITY);
         assert_eq!(s[2].value, f64::NEG_INFINITY);

@@ -40,7 +40,9 @@ pub enum LeaseAction {
 }
 
 pub fn lease_action(record: Option<&LeaseRecord>, me: &str, now: Timestamp) -> LeaseAction {
-    let Some(record) = record else { return LeaseAction::Create };
+    let Some(record) = record else {
+        return LeaseAction::Create;
+    };
     let holder = match record.holder.as_deref() {
         None | Some("") => return LeaseAction::TakeOver,
         Some(holder) => holder,
@@ -48,9 +50,16 @@ pub fn lease_action(record: Option<&LeaseRecord>, me: &str, now: Timestamp) -> L
     if holder == me {
         return LeaseAction::Renew;
     }
-    let duration = SignedDuration::from_secs(record.duration_seconds.unwrap_or(LEASE_DURATION_SECONDS).max(1) as i64);
+    let duration = SignedDuration::from_secs(
+        record
+            .duration_seconds
+            .unwrap_or(LEASE_DURATION_SECONDS)
+            .max(1) as i64,
+    );
     match record.renewed_at {
-        Some(renewed) if now.duration_since(renewed) < duration => LeaseAction::Follow { holder: holder.to_string() },
+        Some(renewed) if now.duration_since(renewed) < duration => LeaseAction::Follow {
+            holder: holder.to_string(),
+        },
         _ => LeaseAction::TakeOver,
     }
 }
@@ -65,12 +74,16 @@ impl Leadership {
     /// A replica that leads from the start (tests, `--no-leader-election`).
     pub fn always() -> Self {
         let leadership = Leadership::default();
-        *leadership.renewed.lock().unwrap() = Some(Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600));
+        *leadership.renewed.lock().unwrap() =
+            Some(Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600));
         leadership
     }
 
     pub fn is_leader(&self) -> bool {
-        self.renewed.lock().unwrap().is_some_and(|at| at.elapsed() < ACT_FOR || at > Instant::now())
+        self.renewed
+            .lock()
+            .unwrap()
+            .is_some_and(|at| at.elapsed() < ACT_FOR || at > Instant::now())
     }
 
     fn renewed_at(&self, at: Instant) {
@@ -83,7 +96,13 @@ impl Leadership {
 }
 
 /// Keeps trying to hold the Lease `namespace/name` as `identity`; runs until the task ends.
-pub async fn hold_lease(client: Client, namespace: &str, name: &str, identity: &str, leadership: Leadership) {
+pub async fn hold_lease(
+    client: Client,
+    namespace: &str,
+    name: &str,
+    identity: &str,
+    leadership: Leadership,
+) {
     let leases: Api<Lease> = Api::namespaced(client, namespace);
     let mut leading = false;
     loop {
@@ -104,7 +123,11 @@ pub async fn hold_lease(client: Client, namespace: &str, name: &str, identity: &
                 leading = false;
             }
             // Leadership lapses by itself after ACT_FOR without a renewal.
-            Err(error) => tracing::warn!(lease = name, error = super::error_chain(&error), "lease renewal failed"),
+            Err(error) => tracing::warn!(
+                lease = name,
+                error = super::error_chain(&error),
+                "lease renewal failed"
+            ),
         }
         tokio::time::sleep(RENEW_EVERY).await;
     }
@@ -127,7 +150,10 @@ async fn try_hold(leases: &Api<Lease>, name: &str, identity: &str) -> Result<boo
         (LeaseAction::Follow { .. }, _) => return Ok(false),
         (LeaseAction::Create, _) | (_, None) => {
             let lease = Lease {
-                metadata: ObjectMeta { name: Some(name.to_string()), ..Default::default() },
+                metadata: ObjectMeta {
+                    name: Some(name.to_string()),
+                    ..Default::default()
+                },
                 spec: Some(LeaseSpec {
                     holder_identity: Some(identity.to_string()),
                     lease_duration_seconds: Some(LEASE_DURATION_SECONDS),
@@ -137,7 +163,10 @@ async fn try_hold(leases: &Api<Lease>, name: &str, identity: &str) -> Result<boo
                     ..Default::default()
                 }),
             };
-            leases.create(&PostParams::default(), &lease).await.map(|_| ())
+            leases
+                .create(&PostParams::default(), &lease)
+                .await
+                .map(|_| ())
         }
         (action, Some(mut lease)) => {
             let spec = lease.spec.get_or_insert_with(Default::default);
@@ -150,7 +179,10 @@ async fn try_hold(leases: &Api<Lease>, name: &str, identity: &str) -> Result<boo
             spec.renew_time = Some(MicroTime(now));
             // `lease` still carries the resourceVersion we read: a concurrent writer makes
             // this fail with 409 instead of both believing they lead.
-            leases.replace(name, &PostParams::default(), &lease).await.map(|_| ())
+            leases
+                .replace(name, &PostParams::default(), &lease)
+                .await
+                .map(|_| ())
         }
     };
     match result {
@@ -175,22 +207,68 @@ mod tests {
     #[test]
     fn takeover_table() {
         let now: Timestamp = "2026-11-26T04:00:00Z".parse().unwrap();
-        let follow = |h: &str| LeaseAction::Follow { holder: h.to_string() };
+        let follow = |h: &str| LeaseAction::Follow {
+            holder: h.to_string(),
+        };
         let table = [
             ("no lease", None, LeaseAction::Create),
-            ("ours, fresh", Some(record(Some("me"), Some(2), now)), LeaseAction::Renew),
-            ("ours, expired: still ours to renew", Some(record(Some("me"), Some(60), now)), LeaseAction::Renew),
-            ("other, fresh", Some(record(Some("other"), Some(2), now)), follow("other")),
-            ("other, 14 s ago", Some(record(Some("other"), Some(14), now)), follow("other")),
-            ("other, exactly 15 s ago", Some(record(Some("other"), Some(15), now)), LeaseAction::TakeOver),
-            ("other, long ago", Some(record(Some("other"), Some(600), now)), LeaseAction::TakeOver),
-            ("other, never renewed", Some(record(Some("other"), None, now)), LeaseAction::TakeOver),
-            ("released", Some(record(None, Some(1), now)), LeaseAction::TakeOver),
-            ("empty holder", Some(record(Some(""), Some(1), now)), LeaseAction::TakeOver),
-            ("other, renewed in our future (clock skew)", Some(record(Some("other"), Some(-5), now)), follow("other")),
+            (
+                "ours, fresh",
+                Some(record(Some("me"), Some(2), now)),
+                LeaseAction::Renew,
+            ),
+            (
+                "ours, expired: still ours to renew",
+                Some(record(Some("me"), Some(60), now)),
+                LeaseAction::Renew,
+            ),
+            (
+                "other, fresh",
+                Some(record(Some("other"), Some(2), now)),
+                follow("other"),
+            ),
+            (
+                "other, 14 s ago",
+                Some(record(Some("other"), Some(14), now)),
+                follow("other"),
+            ),
+            (
+                "other, exactly 15 s ago",
+                Some(record(Some("other"), Some(15), now)),
+                LeaseAction::TakeOver,
+            ),
+            (
+                "other, long ago",
+                Some(record(Some("other"), Some(600), now)),
+                LeaseAction::TakeOver,
+            ),
+            (
+                "other, never renewed",
+                Some(record(Some("other"), None, now)),
+                LeaseAction::TakeOver,
+            ),
+            (
+                "released",
+                Some(record(None, Some(1), now)),
+                LeaseAction::TakeOver,
+            ),
+            (
+                "empty holder",
+                Some(record(Some(""), Some(1), now)),
+                LeaseAction::TakeOver,
+            ),
+            (
+                "other, renewed in our future (clock skew)",
+                Some(record(Some("other"), Some(-5), now)),
+                follow("other"),
+            ),
         ];
         for (name, record, expected) in table {
-            assert_eq!(lease_action(record.as_ref(), "me", now), expected, "case: {name}");
+            assert_eq!(
+                lease_action(record.as_ref(), "me", now),
+                expected,
+                "case: {name}"
+            );
         }
     }
 
@@ -199,7 +277,12 @@ mod tests {
         let now: Timestamp = "2026-11-26T04:00:00Z".parse().unwrap();
         let mut r = record(Some("other"), Some(10), now);
         r.duration_seconds = None;
-        assert_eq!(lease_action(Some(&r), "me", now), LeaseAction::Follow { holder: "other".into() });
+        assert_eq!(
+            lease_action(Some(&r), "me", now),
+            LeaseAction::Follow {
+                holder: "other".into()
+            }
+        );
     }
 
     #[test]

@@ -50,7 +50,11 @@ pub struct Settings {
 }
 
 /// Runs until SIGTERM/SIGINT (when `shutdown_on_signal`) or until the returned future is dropped.
-pub async fn run(client: Client, settings: Settings, shutdown_on_signal: bool) -> anyhow::Result<()> {
+pub async fn run(
+    client: Client,
+    settings: Settings,
+    shutdown_on_signal: bool,
+) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::default());
     let leadership = match &settings.lease {
         None => Leadership::always(),
@@ -68,8 +72,14 @@ pub async fn run(client: Client, settings: Settings, shutdown_on_signal: bool) -
         }));
     }
     if let Some((namespace, name)) = settings.lease.clone() {
-        let (client, identity, leadership) = (client.clone(), settings.identity.clone(), leadership.clone());
-        background.0.push(tokio::spawn(async move { lease::hold_lease(client, &namespace, &name, &identity, leadership).await }));
+        let (client, identity, leadership) = (
+            client.clone(),
+            settings.identity.clone(),
+            leadership.clone(),
+        );
+        background.0.push(tokio::spawn(async move {
+            lease::hold_lease(client, &namespace, &name, &identity, leadership).await
+        }));
     }
     {
         let (leadership, metrics) = (leadership.clone(), metrics.clone());
@@ -81,7 +91,10 @@ pub async fn run(client: Client, settings: Settings, shutdown_on_signal: bool) -
         }));
     }
 
-    let reporter = Reporter { controller: CONTROLLER_NAME.into(), instance: Some(settings.identity.clone()) };
+    let reporter = Reporter {
+        controller: CONTROLLER_NAME.into(),
+        instance: Some(settings.identity.clone()),
+    };
     let context = Arc::new(Context {
         client: client.clone(),
         recorder: Recorder::new(client.clone(), reporter),
@@ -106,12 +119,20 @@ pub async fn run(client: Client, settings: Settings, shutdown_on_signal: bool) -
         controller = controller.shutdown_on_signal();
     }
     // Not ready (/readyz) until the API server answers and knows the CRD; say which is missing.
-    while let Err(error) = canaries.list(&kube::api::ListParams::default().limit(1)).await {
+    while let Err(error) = canaries
+        .list(&kube::api::ListParams::default().limit(1))
+        .await
+    {
         match &error {
             kube::Error::Api(status) if status.code == 404 => {
-                tracing::warn!("edgecanaries.wasmedge.io is not served: apply k8s/controller/crd.yaml")
+                tracing::warn!(
+                    "edgecanaries.wasmedge.io is not served: apply k8s/controller/crd.yaml"
+                )
             }
-            _ => tracing::warn!(error = error_chain(&error), "cannot list edgecanaries.wasmedge.io; retrying"),
+            _ => tracing::warn!(
+                error = error_chain(&error),
+                "cannot list edgecanaries.wasmedge.io; retrying"
+            ),
         }
         tokio::time::sleep(std::time::Duration::from_secs(5)).await;
     }
@@ -157,9 +178,15 @@ impl Drop for AbortOnDrop {
 mod tests {
     #[test]
     fn error_chain_names_every_cause_once() {
-        let root = std::io::Error::new(std::io::ErrorKind::Other, "Network is unreachable (os error 101)");
+        let root = std::io::Error::new(
+            std::io::ErrorKind::Other,
+            "Network is unreachable (os error 101)",
+        );
         let outer = anyhow::Error::new(root).context("client error (Connect)");
         let chain = super::error_chain(outer.as_ref());
-        assert_eq!(chain, "client error (Connect): Network is unreachable (os error 101)");
+        assert_eq!(
+            chain,
+            "client error (Connect): Network is unreachable (os error 101)"
+        );
     }
 }

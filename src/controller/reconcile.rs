@@ -67,12 +67,17 @@ pub fn requeue_interval(spec: &EdgeCanarySpec) -> Duration {
     Duration::from_secs((spec.step_seconds / 4).clamp(1, 10))
 }
 
-pub async fn reconcile(canary_resource: Arc<EdgeCanary>, ctx: Arc<Context>) -> Result<Action, Error> {
+pub async fn reconcile(
+    canary_resource: Arc<EdgeCanary>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
     ctx.metrics.reconciles.inc();
     if !ctx.leadership.is_leader() {
         return Ok(Action::requeue(Duration::from_secs(5)));
     }
-    let namespace = canary_resource.namespace().unwrap_or_else(|| "default".to_string());
+    let namespace = canary_resource
+        .namespace()
+        .unwrap_or_else(|| "default".to_string());
     // The cached object can lag behind our own last status write; judging a step from an
     // older status could repeat or undo it. One GET per pass reads what we wrote.
     let canaries: Api<EdgeCanary> = Api::namespaced(ctx.client.clone(), &namespace);
@@ -101,7 +106,10 @@ pub async fn reconcile(canary_resource: Arc<EdgeCanary>, ctx: Arc<Context>) -> R
             && status.canary_version.as_deref() != Some(pair.canary_version.as_str())
             && status.stable_version.as_deref() != Some(pair.canary_version.as_str()));
     if starts_rollout && pair.stable_version == pair.canary_version {
-        let why = format!("nothing to roll out: both Deployments run version {}", pair.canary_version);
+        let why = format!(
+            "nothing to roll out: both Deployments run version {}",
+            pair.canary_version
+        );
         return fail(ec, &ctx, previous.as_ref(), status, &why).await;
     }
     if starts_rollout {
@@ -111,7 +119,11 @@ pub async fn reconcile(canary_resource: Arc<EdgeCanary>, ctx: Arc<Context>) -> R
             "Start",
             &format!(
                 "canary {} ({}) starts at {} % against stable {} ({})",
-                spec.canary_deployment, pair.canary_version, spec.steps[0], spec.stable_deployment, pair.stable_version
+                spec.canary_deployment,
+                pair.canary_version,
+                spec.steps[0],
+                spec.stable_deployment,
+                pair.stable_version
             ),
         ));
     }
@@ -124,15 +136,25 @@ pub async fn reconcile(canary_resource: Arc<EdgeCanary>, ctx: Arc<Context>) -> R
             converge_weight(&deployments, spec, &pair, &status).await?;
             observe_and_decide(ec, &ctx, &pair, &mut status, &mut events).await?;
         }
-        Phase::Promoting => promote_step(&deployments, spec, &pair, &mut status, &mut events).await?,
+        Phase::Promoting => {
+            promote_step(&deployments, spec, &pair, &mut status, &mut events).await?
+        }
         Phase::RolledBack | Phase::Promoted | Phase::Failed => {}
     }
     status.observed_generation = ec.metadata.generation;
     let ready = status.phase == Phase::Promoted;
     let message = status.message.clone().unwrap_or_default();
     let reason = format!("{:?}", status.phase);
-    set_condition(&mut status, "Ready", ready, &reason, &message, ec.metadata.generation);
-    ctx.metrics.set_weight(&namespace, &ec.name_any(), status.effective_weight);
+    set_condition(
+        &mut status,
+        "Ready",
+        ready,
+        &reason,
+        &message,
+        ec.metadata.generation,
+    );
+    ctx.metrics
+        .set_weight(&namespace, &ec.name_any(), status.effective_weight);
 
     // The reads above can take long when the API server is slow or gone; if the Lease lapsed
     // meanwhile, another replica may be acting: write nothing.
@@ -167,7 +189,14 @@ async fn fail(
     status.phase = Phase::Failed;
     status.message = Some(why.to_string());
     status.observed_generation = ec.metadata.generation;
-    set_condition(&mut status, "Ready", false, "Failed", why, ec.metadata.generation);
+    set_condition(
+        &mut status,
+        "Ready",
+        false,
+        "Failed",
+        why,
+        ec.metadata.generation,
+    );
     finish(ec, ctx, previous, status, events).await?;
     Ok(Action::requeue(Duration::from_secs(30)))
 }
@@ -187,26 +216,44 @@ struct Pair {
 }
 
 /// `Ok(Err(why))`: the Deployments are unusable for a rollout (missing, no version, …).
-async fn load_pair(deployments: &Api<Deployment>, spec: &EdgeCanarySpec) -> Result<Result<Pair, String>, Error> {
+async fn load_pair(
+    deployments: &Api<Deployment>,
+    spec: &EdgeCanarySpec,
+) -> Result<Result<Pair, String>, Error> {
     let Some(stable) = deployments.get_opt(&spec.stable_deployment).await? else {
-        return Ok(Err(format!("Deployment {} (stableDeployment) not found", spec.stable_deployment)));
+        return Ok(Err(format!(
+            "Deployment {} (stableDeployment) not found",
+            spec.stable_deployment
+        )));
     };
     let Some(canary) = deployments.get_opt(&spec.canary_deployment).await? else {
-        return Ok(Err(format!("Deployment {} (canaryDeployment) not found", spec.canary_deployment)));
+        return Ok(Err(format!(
+            "Deployment {} (canaryDeployment) not found",
+            spec.canary_deployment
+        )));
     };
-    let (Some(stable_version), Some(canary_version)) = (version_of(&stable), version_of(&canary)) else {
+    let (Some(stable_version), Some(canary_version)) = (version_of(&stable), version_of(&canary))
+    else {
         return Ok(Err(format!(
             "the pod templates of {} and {} must carry the annotation {VERSION_ANNOTATION} (or a version label)",
             spec.stable_deployment, spec.canary_deployment
         )));
     };
-    Ok(Ok(Pair { stable, canary, stable_version, canary_version }))
+    Ok(Ok(Pair {
+        stable,
+        canary,
+        stable_version,
+        canary_version,
+    }))
 }
 
 /// The version a Deployment's pods report in their metrics.
 pub fn version_of(deployment: &Deployment) -> Option<String> {
     let meta = &deployment.spec.as_ref()?.template.metadata.as_ref()?;
-    let annotated = meta.annotations.as_ref().and_then(|a| a.get(VERSION_ANNOTATION));
+    let annotated = meta
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(VERSION_ANNOTATION));
     let labelled = meta.labels.as_ref().and_then(|l| l.get("version"));
     annotated.or(labelled).filter(|v| !v.is_empty()).cloned()
 }
@@ -234,7 +281,11 @@ async fn converge_weight(
     pair: &Pair,
     status: &EdgeCanaryStatus,
 ) -> Result<(), Error> {
-    let weight = if status.phase == Phase::RolledBack { 0 } else { status.desired_weight };
+    let weight = if status.phase == Phase::RolledBack {
+        0
+    } else {
+        status.desired_weight
+    };
     let split = split_replicas(spec.total_replicas, weight);
     // Grow before shrinking, so that the Service never has fewer pods than it should.
     if split.canary > replicas_of(&pair.canary) {
@@ -248,22 +299,35 @@ async fn converge_weight(
 }
 
 fn replicas_of(deployment: &Deployment) -> i32 {
-    deployment.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1)
+    deployment
+        .spec
+        .as_ref()
+        .and_then(|s| s.replicas)
+        .unwrap_or(1)
 }
 
-async fn ensure_replicas(deployments: &Api<Deployment>, deployment: &Deployment, replicas: i32) -> Result<(), Error> {
+async fn ensure_replicas(
+    deployments: &Api<Deployment>,
+    deployment: &Deployment,
+    replicas: i32,
+) -> Result<(), Error> {
     if replicas_of(deployment) == replicas {
         return Ok(());
     }
     let patch = Patch::Merge(json!({ "spec": { "replicas": replicas } }));
-    deployments.patch(&deployment.name_any(), &PatchParams::default(), &patch).await?;
+    deployments
+        .patch(&deployment.name_any(), &PatchParams::default(), &patch)
+        .await?;
     Ok(())
 }
 
 /// All of the Deployment's `replicas` pods run its current template and are available.
 pub fn rolled_out(deployment: &Deployment, replicas: i32) -> bool {
-    let Some(status) = &deployment.status else { return replicas == 0 };
-    let current = status.observed_generation.unwrap_or(0) >= deployment.metadata.generation.unwrap_or(0);
+    let Some(status) = &deployment.status else {
+        return replicas == 0;
+    };
+    let current =
+        status.observed_generation.unwrap_or(0) >= deployment.metadata.generation.unwrap_or(0);
     current
         && replicas_of(deployment) == replicas
         && status.replicas.unwrap_or(0) == replicas
@@ -282,7 +346,13 @@ async fn observe_and_decide(
     let namespace = ec.namespace().unwrap_or_default();
     let scrape = ctx
         .scraper
-        .scrape_service(&ctx.client, &namespace, &spec.service, spec.metrics_port, &spec.metrics_path)
+        .scrape_service(
+            &ctx.client,
+            &namespace,
+            &spec.service,
+            spec.metrics_port,
+            &spec.metrics_path,
+        )
         .await?;
     let unavailable = scrape.unavailable();
     let now = Timestamp::now();
@@ -299,14 +369,24 @@ async fn observe_and_decide(
         status,
         "MetricsAvailable",
         unavailable.is_none(),
-        if unavailable.is_none() { "Scraped" } else { "ScrapeFailed" },
+        if unavailable.is_none() {
+            "Scraped"
+        } else {
+            "ScrapeFailed"
+        },
         unavailable.as_deref().unwrap_or("all ready pods answered"),
         ec.metadata.generation,
     );
 
     let totals = totals_by_version(&status.window);
-    status.stable = Some(observation(&pair.stable_version, totals.get(&pair.stable_version)));
-    status.canary = Some(observation(&pair.canary_version, totals.get(&pair.canary_version)));
+    status.stable = Some(observation(
+        &pair.stable_version,
+        totals.get(&pair.stable_version),
+    ));
+    status.canary = Some(observation(
+        &pair.canary_version,
+        totals.get(&pair.canary_version),
+    ));
     let observed = match unavailable {
         Some(why) => Observed::Unavailable(why),
         None => Observed::Canary(totals.get(&pair.canary_version).map(|c| CanaryStats {
@@ -315,15 +395,17 @@ async fn observe_and_decide(
             p99_ms: c.p99_ms(),
         })),
     };
-    let elapsed_seconds = status
-        .step_started_at
-        .as_ref()
-        .map_or(0, |started| now.duration_since(started.0).as_secs().max(0) as u64);
+    let elapsed_seconds = status.step_started_at.as_ref().map_or(0, |started| {
+        now.duration_since(started.0).as_secs().max(0) as u64
+    });
     let step = status.current_step as usize;
     let state = StepState {
         step,
         elapsed_seconds,
-        canary_ready: rolled_out(&pair.canary, split_replicas(spec.total_replicas, status.desired_weight).canary),
+        canary_ready: rolled_out(
+            &pair.canary,
+            split_replicas(spec.total_replicas, status.desired_weight).canary,
+        ),
     };
     let decision = decide(spec, &state, &observed);
     ctx.metrics.count_decision(decision.kind());
@@ -335,7 +417,11 @@ async fn observe_and_decide(
             if paused && status.phase != Phase::Paused {
                 events.push(normal("Paused", "Pause", &reason.to_string()));
             }
-            status.phase = if paused { Phase::Paused } else { Phase::Progressing };
+            status.phase = if paused {
+                Phase::Paused
+            } else {
+                Phase::Progressing
+            };
             status.message = Some(reason.to_string());
         }
         Decision::NextStep => {
@@ -355,7 +441,10 @@ async fn observe_and_decide(
             events.push(normal("StepAdvanced", "Scale", &note));
         }
         Decision::Promote => {
-            let note = format!("canary healthy through all steps ({}); promoting", step_summary(status));
+            let note = format!(
+                "canary healthy through all steps ({}); promoting",
+                step_summary(status)
+            );
             status.phase = Phase::Promoting;
             status.desired_weight = 100;
             status.message = Some(note.clone());
@@ -366,7 +455,11 @@ async fn observe_and_decide(
             status.desired_weight = 0;
             apply_split(spec, status, 0);
             status.message = Some(why.clone());
-            events.push(warning("RolledBack", "RollBack", &format!("{why}; canary scaled to 0")));
+            events.push(warning(
+                "RolledBack",
+                "RollBack",
+                &format!("{why}; canary scaled to 0"),
+            ));
         }
     }
     Ok(())
@@ -387,7 +480,9 @@ fn step_summary(status: &EdgeCanaryStatus) -> String {
     format!(
         "{} canary requests, success rate {}, p99 {} ms",
         canary.samples,
-        canary.success_rate.map_or("-".into(), |r| format!("{r:.4}")),
+        canary
+            .success_rate
+            .map_or("-".into(), |r| format!("{r:.4}")),
         canary.p99_ms.map_or("-".into(), |p| format!("{p:.1}"))
     )
 }
@@ -412,7 +507,8 @@ async fn promote_step(
     let total = spec.total_replicas;
     // Not the canary's generation: scaling the canary changes that.
     let promoted_from = format!("{}/{}", pair.canary.name_any(), pair.canary_version);
-    let stable_done = pair.stable.annotations().get(PROMOTED_FROM_ANNOTATION) == Some(&promoted_from);
+    let stable_done =
+        pair.stable.annotations().get(PROMOTED_FROM_ANNOTATION) == Some(&promoted_from);
     status.desired_weight = 100;
     status.effective_weight = 100.0;
 
@@ -420,23 +516,39 @@ async fn promote_step(
         ensure_replicas(deployments, &pair.canary, total).await?;
         status.canary_replicas = total;
         if !rolled_out(&pair.canary, total) {
-            status.message = Some(format!("promoting: waiting for {} to have {total} available pods", spec.canary_deployment));
+            status.message = Some(format!(
+                "promoting: waiting for {} to have {total} available pods",
+                spec.canary_deployment
+            ));
             return Ok(());
         }
         let template = promoted_template(&pair.stable, &pair.canary);
-        let current = serde_json::to_value(pair.stable.spec.as_ref().map(|s| &s.template)).unwrap_or(Value::Null);
+        let current = serde_json::to_value(pair.stable.spec.as_ref().map(|s| &s.template))
+            .unwrap_or(Value::Null);
         let wanted = serde_json::to_value(&template).unwrap_or(Value::Null);
         let patch = json!({
             "metadata": { "annotations": { PROMOTED_FROM_ANNOTATION: promoted_from } },
             "spec": { "replicas": total, "template": merge_patch(&current, &wanted) },
         });
-        deployments.patch(&pair.stable.name_any(), &PatchParams::default(), &Patch::Merge(patch)).await?;
+        deployments
+            .patch(
+                &pair.stable.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(patch),
+            )
+            .await?;
         status.stable_replicas = total;
-        status.message = Some(format!("promoting: {} takes the template of {}", spec.stable_deployment, spec.canary_deployment));
+        status.message = Some(format!(
+            "promoting: {} takes the template of {}",
+            spec.stable_deployment, spec.canary_deployment
+        ));
         return Ok(());
     }
     if !rolled_out(&pair.stable, total) {
-        status.message = Some(format!("promoting: waiting for {} to roll out {total} pods", spec.stable_deployment));
+        status.message = Some(format!(
+            "promoting: waiting for {} to roll out {total} pods",
+            spec.stable_deployment
+        ));
         return Ok(());
     }
     ensure_replicas(deployments, &pair.canary, 0).await?;
@@ -459,9 +571,22 @@ async fn promote_step(
 /// version annotation and label, comes from the canary.
 pub fn promoted_template(stable: &Deployment, canary: &Deployment) -> PodTemplateSpec {
     let selector_keys = |d: &Deployment| -> Vec<String> {
-        let Some(selector) = d.spec.as_ref().map(|s| &s.selector) else { return Vec::new() };
-        let mut keys: Vec<String> = selector.match_labels.iter().flatten().map(|(k, _)| k.clone()).collect();
-        keys.extend(selector.match_expressions.iter().flatten().map(|e| e.key.clone()));
+        let Some(selector) = d.spec.as_ref().map(|s| &s.selector) else {
+            return Vec::new();
+        };
+        let mut keys: Vec<String> = selector
+            .match_labels
+            .iter()
+            .flatten()
+            .map(|(k, _)| k.clone())
+            .collect();
+        keys.extend(
+            selector
+                .match_expressions
+                .iter()
+                .flatten()
+                .map(|e| e.key.clone()),
+        );
         keys
     };
     let stable_labels = stable
@@ -470,9 +595,20 @@ pub fn promoted_template(stable: &Deployment, canary: &Deployment) -> PodTemplat
         .and_then(|s| s.template.metadata.as_ref())
         .and_then(|m| m.labels.clone())
         .unwrap_or_default();
-    let mut template = canary.spec.as_ref().map(|s| s.template.clone()).unwrap_or_default();
-    let labels = template.metadata.get_or_insert_with(Default::default).labels.get_or_insert_with(Default::default);
-    for key in selector_keys(canary).into_iter().chain(selector_keys(stable)) {
+    let mut template = canary
+        .spec
+        .as_ref()
+        .map(|s| s.template.clone())
+        .unwrap_or_default();
+    let labels = template
+        .metadata
+        .get_or_insert_with(Default::default)
+        .labels
+        .get_or_insert_with(Default::default);
+    for key in selector_keys(canary)
+        .into_iter()
+        .chain(selector_keys(stable))
+    {
         match stable_labels.get(&key) {
             Some(value) => labels.insert(key, value.clone()),
             None => labels.remove(&key),
@@ -510,7 +646,9 @@ pub fn merge_patch(current: &Value, wanted: &Value) -> Value {
 /// RFC 7386's application of a merge patch: for tests of [`merge_patch`] and the fake API server.
 #[cfg(test)]
 pub(super) fn apply_merge_patch(mut target: Value, patch: &Value) -> Value {
-    let Value::Object(members) = patch else { return patch.clone() };
+    let Value::Object(members) = patch else {
+        return patch.clone();
+    };
     if !target.is_object() {
         target = json!({});
     }
@@ -526,7 +664,14 @@ pub(super) fn apply_merge_patch(mut target: Value, patch: &Value) -> Value {
     target
 }
 
-fn set_condition(status: &mut EdgeCanaryStatus, type_: &str, ok: bool, reason: &str, message: &str, generation: Option<i64>) {
+fn set_condition(
+    status: &mut EdgeCanaryStatus,
+    type_: &str,
+    ok: bool,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+) {
     let value = if ok { "True" } else { "False" };
     let transition = status
         .conditions
@@ -536,11 +681,18 @@ fn set_condition(status: &mut EdgeCanaryStatus, type_: &str, ok: bool, reason: &
         .unwrap_or_else(|| Time(Timestamp::now()));
     status.conditions.retain(|c| c.type_ != type_);
     // Reasons must be CamelCase identifiers.
-    let reason: String = reason.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
+    let reason: String = reason
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .collect();
     status.conditions.push(Condition {
         type_: type_.to_string(),
         status: value.to_string(),
-        reason: if reason.is_empty() { "Unknown".into() } else { reason },
+        reason: if reason.is_empty() {
+            "Unknown".into()
+        } else {
+            reason
+        },
         message: message.chars().take(1000).collect(),
         last_transition_time: transition,
         observed_generation: generation,
@@ -576,7 +728,8 @@ async fn finish(
     events: Vec<Event>,
 ) -> Result<(), Error> {
     if previous != Some(&status) {
-        let api: Api<EdgeCanary> = Api::namespaced(ctx.client.clone(), &ec.namespace().unwrap_or_default());
+        let api: Api<EdgeCanary> =
+            Api::namespaced(ctx.client.clone(), &ec.namespace().unwrap_or_default());
         // With the resourceVersion we read, a write based on an outdated status fails (409)
         // instead of overwriting a newer one.
         let patch = Patch::Apply(json!({
@@ -585,9 +738,16 @@ async fn finish(
             "metadata": { "resourceVersion": ec.resource_version() },
             "status": status,
         }));
-        api.patch_status(&ec.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &patch).await?;
+        api.patch_status(
+            &ec.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &patch,
+        )
+        .await?;
     }
-    ctx.metrics.ready.store(true, std::sync::atomic::Ordering::Relaxed);
+    ctx.metrics
+        .ready
+        .store(true, std::sync::atomic::Ordering::Relaxed);
     let reference = ec.object_ref(&());
     for event in events {
         if let Err(error) = ctx.recorder.publish(&event, &reference).await {
@@ -605,10 +765,19 @@ mod tests {
     use std::collections::BTreeMap;
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
-    fn deployment(name: &str, selector: &[(&str, &str)], pod_labels: &[(&str, &str)], version: &str, image: &str) -> Deployment {
+    fn deployment(
+        name: &str,
+        selector: &[(&str, &str)],
+        pod_labels: &[(&str, &str)],
+        version: &str,
+        image: &str,
+    ) -> Deployment {
         serde_json::from_value(json!({
             "metadata": { "name": name, "generation": 3 },
             "spec": {
@@ -625,24 +794,62 @@ mod tests {
 
     #[test]
     fn promoted_template_keeps_the_stable_identity() {
-        let stable = deployment("fn-v1", &[("app", "fn"), ("track", "stable")], &[("app", "fn"), ("track", "stable"), ("version", "v1")], "v1", "fn:v1");
-        let mut canary = deployment("fn-v2", &[("app", "fn"), ("track", "canary"), ("rev", "2")], &[("app", "fn"), ("track", "canary"), ("rev", "2"), ("version", "v2"), ("tier", "edge")], "v2", "fn:v2");
+        let stable = deployment(
+            "fn-v1",
+            &[("app", "fn"), ("track", "stable")],
+            &[("app", "fn"), ("track", "stable"), ("version", "v1")],
+            "v1",
+            "fn:v1",
+        );
+        let mut canary = deployment(
+            "fn-v2",
+            &[("app", "fn"), ("track", "canary"), ("rev", "2")],
+            &[
+                ("app", "fn"),
+                ("track", "canary"),
+                ("rev", "2"),
+                ("version", "v2"),
+                ("tier", "edge"),
+            ],
+            "v2",
+            "fn:v2",
+        );
         canary.spec.as_mut().unwrap().selector = LabelSelector {
             match_labels: Some(labels(&[("app", "fn"), ("track", "canary")])),
-            match_expressions: Some(vec![serde_json::from_value(json!({"key": "rev", "operator": "Exists"})).unwrap()]),
+            match_expressions: Some(vec![serde_json::from_value(
+                json!({"key": "rev", "operator": "Exists"}),
+            )
+            .unwrap()]),
         };
         let template = promoted_template(&stable, &canary);
         let meta = template.metadata.as_ref().unwrap();
         assert_eq!(
             meta.labels.clone().unwrap(),
-            labels(&[("app", "fn"), ("track", "stable"), ("version", "v2"), ("tier", "edge")])
+            labels(&[
+                ("app", "fn"),
+                ("track", "stable"),
+                ("version", "v2"),
+                ("tier", "edge")
+            ])
         );
         assert_eq!(meta.annotations.as_ref().unwrap()[VERSION_ANNOTATION], "v2");
-        assert_eq!(template.spec.unwrap().containers[0].image.as_deref(), Some("fn:v2"));
+        assert_eq!(
+            template.spec.unwrap().containers[0].image.as_deref(),
+            Some("fn:v2")
+        );
         // Both selectors: the stable still selects its pods, the canary none of them.
-        let stable_selects = labels(&[("app", "fn"), ("track", "stable")]).iter().all(|(k, v)| meta.labels.as_ref().unwrap().get(k) == Some(v));
+        let stable_selects = labels(&[("app", "fn"), ("track", "stable")])
+            .iter()
+            .all(|(k, v)| meta.labels.as_ref().unwrap().get(k) == Some(v));
         assert!(stable_selects);
-        assert_ne!(meta.labels.as_ref().unwrap().get("track").map(String::as_str), Some("canary"));
+        assert_ne!(
+            meta.labels
+                .as_ref()
+                .unwrap()
+                .get("track")
+                .map(String::as_str),
+            Some("canary")
+        );
         assert!(!meta.labels.as_ref().unwrap().contains_key("rev"));
     }
 
@@ -659,41 +866,71 @@ mod tests {
     fn rolled_out_needs_current_updated_available_pods() {
         let mut d = deployment("fn", &[("app", "fn")], &[("app", "fn")], "v1", "fn:v1");
         assert!(!rolled_out(&d, 4));
-        let status = |observed: i64, replicas: i32, updated: i32, available: i32| DeploymentStatus {
-            observed_generation: Some(observed),
-            replicas: Some(replicas),
-            updated_replicas: Some(updated),
-            available_replicas: Some(available),
-            ..Default::default()
-        };
+        let status =
+            |observed: i64, replicas: i32, updated: i32, available: i32| DeploymentStatus {
+                observed_generation: Some(observed),
+                replicas: Some(replicas),
+                updated_replicas: Some(updated),
+                available_replicas: Some(available),
+                ..Default::default()
+            };
         d.status = Some(status(3, 4, 4, 4));
         assert!(rolled_out(&d, 4));
         assert!(!rolled_out(&d, 5), "spec asks for another count");
         d.status = Some(status(2, 4, 4, 4));
-        assert!(!rolled_out(&d, 4), "controller has not seen the latest generation");
+        assert!(
+            !rolled_out(&d, 4),
+            "controller has not seen the latest generation"
+        );
         d.status = Some(status(3, 5, 4, 4));
         assert!(!rolled_out(&d, 4), "an old pod still runs");
         d.status = Some(status(3, 4, 4, 3));
         assert!(!rolled_out(&d, 4), "a pod is not available");
-        d.spec = Some(DeploymentSpec { replicas: Some(0), ..d.spec.clone().unwrap() });
+        d.spec = Some(DeploymentSpec {
+            replicas: Some(0),
+            ..d.spec.clone().unwrap()
+        });
         d.status = Some(status(3, 0, 0, 0));
         assert!(rolled_out(&d, 0));
     }
 
     #[test]
     fn version_from_annotation_then_label() {
-        let d = deployment("fn", &[("app", "fn")], &[("app", "fn"), ("version", "label-v")], "annotated-v", "fn:v1");
+        let d = deployment(
+            "fn",
+            &[("app", "fn")],
+            &[("app", "fn"), ("version", "label-v")],
+            "annotated-v",
+            "fn:v1",
+        );
         assert_eq!(version_of(&d).as_deref(), Some("annotated-v"));
         let mut d = d;
-        d.spec.as_mut().unwrap().template.metadata.as_mut().unwrap().annotations = None;
+        d.spec
+            .as_mut()
+            .unwrap()
+            .template
+            .metadata
+            .as_mut()
+            .unwrap()
+            .annotations = None;
         assert_eq!(version_of(&d).as_deref(), Some("label-v"));
-        d.spec.as_mut().unwrap().template.metadata.as_mut().unwrap().labels = None;
+        d.spec
+            .as_mut()
+            .unwrap()
+            .template
+            .metadata
+            .as_mut()
+            .unwrap()
+            .labels = None;
         assert_eq!(version_of(&d), None);
     }
 
     #[test]
     fn requeue_is_a_quarter_step_at_most_ten_seconds() {
-        let spec = |s| EdgeCanarySpec { step_seconds: s, ..EdgeCanarySpec::with_defaults("a", "b", "c", 10) };
+        let spec = |s| EdgeCanarySpec {
+            step_seconds: s,
+            ..EdgeCanarySpec::with_defaults("a", "b", "c", 10)
+        };
         assert_eq!(requeue_interval(&spec(300)), Duration::from_secs(10));
         assert_eq!(requeue_interval(&spec(10)), Duration::from_secs(2));
         assert_eq!(requeue_interval(&spec(1)), Duration::from_secs(1));

@@ -23,8 +23,16 @@ pub fn split_replicas(total: i32, weight_percent: u32) -> ReplicaSplit {
         canary = canary.min(total - 1);
     }
     let canary = canary.clamp(0, total);
-    let effective_weight = if total == 0 { 0.0 } else { canary as f64 * 100.0 / total as f64 };
-    ReplicaSplit { stable: total - canary, canary, effective_weight }
+    let effective_weight = if total == 0 {
+        0.0
+    } else {
+        canary as f64 * 100.0 / total as f64
+    };
+    ReplicaSplit {
+        stable: total - canary,
+        canary,
+        effective_weight,
+    }
 }
 
 #[cfg(test)]
@@ -79,7 +87,10 @@ mod tests {
                 assert_eq!(weight < 100, s.stable >= 1, "total {total} weight {weight}");
                 // Within one pod of the exact share, unless a minimum pod forces more.
                 let exact = total as f64 * weight as f64 / 100.0;
-                assert!((s.canary as f64 - exact).abs() <= 1.0, "total {total} weight {weight}");
+                assert!(
+                    (s.canary as f64 - exact).abs() <= 1.0,
+                    "total {total} weight {weight}"
+                );
             }
         }
     }

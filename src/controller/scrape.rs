@@ -57,14 +57,23 @@ pub fn targets(slices: &[EndpointSlice], port: u16, path: &str) -> Vec<Target> {
             if conditions.ready == Some(false) || conditions.terminating == Some(true) {
                 continue;
             }
-            let Some(address) = endpoint.addresses.first() else { continue };
-            let host = if address.contains(':') { format!("[{address}]") } else { address.clone() };
+            let Some(address) = endpoint.addresses.first() else {
+                continue;
+            };
+            let host = if address.contains(':') {
+                format!("[{address}]")
+            } else {
+                address.clone()
+            };
             let pod = endpoint
                 .target_ref
                 .as_ref()
                 .and_then(|r| r.name.clone())
                 .unwrap_or_else(|| address.clone());
-            seen.insert(Target { pod, url: format!("http://{host}:{port}{path}") });
+            seen.insert(Target {
+                pod,
+                url: format!("http://{host}:{port}{path}"),
+            });
         }
     }
     let mut unique: Vec<Target> = Vec::new();
@@ -85,7 +94,9 @@ impl Default for Scraper {
     fn default() -> Self {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(SCRAPE_TIMEOUT));
-        Scraper { http: HttpClient::builder(TokioExecutor::new()).build(connector) }
+        Scraper {
+            http: HttpClient::builder(TokioExecutor::new()).build(connector),
+        }
     }
 }
 
@@ -100,16 +111,23 @@ impl Scraper {
         path: &str,
     ) -> Result<ScrapeResult, kube::Error> {
         let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), namespace);
-        let list = slices.list(&ListParams::default().labels(&format!("kubernetes.io/service-name={service}"))).await?;
+        let list = slices
+            .list(&ListParams::default().labels(&format!("kubernetes.io/service-name={service}")))
+            .await?;
         let targets = targets(&list.items, port, path);
         let answers = futures::future::join_all(targets.iter().map(|t| self.fetch(&t.url))).await;
         let mut result = ScrapeResult::default();
         for (target, answer) in targets.into_iter().zip(answers) {
             match answer {
                 Ok(text) => {
-                    result.pods.push((target.pod, counters_by_version(&exposition::parse(&text).samples)));
+                    result.pods.push((
+                        target.pod,
+                        counters_by_version(&exposition::parse(&text).samples),
+                    ));
                 }
-                Err(why) => result.failures.push(format!("pod {} ({}): {why}", target.pod, target.url)),
+                Err(why) => result
+                    .failures
+                    .push(format!("pod {} ({}): {why}", target.pod, target.url)),
             }
         }
         Ok(result)
@@ -118,7 +136,11 @@ impl Scraper {
     async fn fetch(&self, url: &str) -> Result<String, String> {
         let uri: hyper::Uri = url.parse().map_err(|e| format!("bad URL: {e}"))?;
         let exchange = async {
-            let response = self.http.get(uri).await.map_err(|e| format!("request failed: {e}"))?;
+            let response = self
+                .http
+                .get(uri)
+                .await
+                .map_err(|e| format!("request failed: {e}"))?;
             if !response.status().is_success() {
                 return Err(format!("HTTP {}", response.status()));
             }
@@ -129,7 +151,9 @@ impl Scraper {
                 .to_bytes();
             String::from_utf8(body.to_vec()).map_err(|_| "body is not UTF-8".to_string())
         };
-        tokio::time::timeout(SCRAPE_TIMEOUT, exchange).await.map_err(|_| format!("no answer within {SCRAPE_TIMEOUT:?}"))?
+        tokio::time::timeout(SCRAPE_TIMEOUT, exchange)
+            .await
+            .map_err(|_| format!("no answer within {SCRAPE_TIMEOUT:?}"))?
     }
 }
 
@@ -139,11 +163,24 @@ mod tests {
     use k8s_openapi::api::core::v1::ObjectReference;
     use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions};
 
-    fn endpoint(address: &str, pod: Option<&str>, ready: Option<bool>, terminating: Option<bool>) -> Endpoint {
+    fn endpoint(
+        address: &str,
+        pod: Option<&str>,
+        ready: Option<bool>,
+        terminating: Option<bool>,
+    ) -> Endpoint {
         Endpoint {
             addresses: vec![address.to_string()],
-            conditions: Some(EndpointConditions { ready, serving: ready, terminating }),
-            target_ref: pod.map(|p| ObjectReference { kind: Some("Pod".into()), name: Some(p.into()), ..Default::default() }),
+            conditions: Some(EndpointConditions {
+                ready,
+                serving: ready,
+                terminating,
+            }),
+            target_ref: pod.map(|p| ObjectReference {
+                kind: Some("Pod".into()),
+                name: Some(p.into()),
+                ..Default::default()
+            }),
             ..Default::default()
         }
     }
@@ -166,31 +203,55 @@ mod tests {
             endpoints: vec![endpoint("fd00::1", Some("fn-v1-a"), Some(true), None)],
             ..Default::default()
         };
-        let urls: Vec<_> = targets(&[v4, v6], 8080, "/metrics").into_iter().map(|t| (t.pod, t.url)).collect();
+        let urls: Vec<_> = targets(&[v4, v6], 8080, "/metrics")
+            .into_iter()
+            .map(|t| (t.pod, t.url))
+            .collect();
         assert_eq!(
             urls,
             vec![
-                ("10.0.0.5".to_string(), "http://10.0.0.5:8080/metrics".to_string()),
-                ("fn-v1-a".to_string(), "http://10.0.0.1:8080/metrics".to_string()),
-                ("fn-v2-a".to_string(), "http://10.0.0.2:8080/metrics".to_string()),
+                (
+                    "10.0.0.5".to_string(),
+                    "http://10.0.0.5:8080/metrics".to_string()
+                ),
+                (
+                    "fn-v1-a".to_string(),
+                    "http://10.0.0.1:8080/metrics".to_string()
+                ),
+                (
+                    "fn-v2-a".to_string(),
+                    "http://10.0.0.2:8080/metrics".to_string()
+                ),
             ]
         );
         let only_v6 = EndpointSlice {
             endpoints: vec![endpoint("fd00::9", Some("p"), Some(true), None)],
             ..Default::default()
         };
-        assert_eq!(targets(&[only_v6], 9000, "/m")[0].url, "http://[fd00::9]:9000/m");
+        assert_eq!(
+            targets(&[only_v6], 9000, "/m")[0].url,
+            "http://[fd00::9]:9000/m"
+        );
     }
 
     #[test]
     fn unavailable_when_any_pod_failed_or_none_answered() {
-        assert!(ScrapeResult::default().unavailable().unwrap().contains("no ready endpoints"));
+        assert!(ScrapeResult::default()
+            .unavailable()
+            .unwrap()
+            .contains("no ready endpoints"));
         let partial = ScrapeResult {
             pods: vec![("a".into(), Default::default())],
             failures: vec!["pod b: refused".into(), "pod c: refused".into()],
         };
-        assert_eq!(partial.unavailable().unwrap(), "pod b: refused (and 1 more pods)");
-        let fine = ScrapeResult { pods: vec![("a".into(), Default::default())], failures: vec![] };
+        assert_eq!(
+            partial.unavailable().unwrap(),
+            "pod b: refused (and 1 more pods)"
+        );
+        let fine = ScrapeResult {
+            pods: vec![("a".into(), Default::default())],
+            failures: vec![],
+        };
         assert_eq!(fine.unavailable(), None);
     }
 
@@ -205,16 +266,25 @@ mod tests {
             let mut buf = [0u8; 1024];
             let _ = answered.read(&mut buf).await;
             let body = "wasmedge_http_requests_total{version=\"v2\",status=\"200\"} 3\n";
-            let reply = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}", body.len());
+            let reply = format!(
+                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
+                body.len()
+            );
             answered.write_all(reply.as_bytes()).await.unwrap();
             let (_silent, _) = listener.accept().await.unwrap();
             tokio::time::sleep(Duration::from_secs(10)).await;
         });
         let scraper = Scraper::default();
-        let text = scraper.fetch(&format!("http://{addr}/metrics")).await.unwrap();
+        let text = scraper
+            .fetch(&format!("http://{addr}/metrics"))
+            .await
+            .unwrap();
         assert!(text.contains("status=\"200\"} 3"));
         let started = std::time::Instant::now();
-        let err = scraper.fetch(&format!("http://{addr}/metrics")).await.unwrap_err();
+        let err = scraper
+            .fetch(&format!("http://{addr}/metrics"))
+            .await
+            .unwrap_err();
         assert!(err.contains("no answer"), "{err}");
         assert!(started.elapsed() < Duration::from_secs(5));
     }

@@ -46,27 +46,55 @@ impl Default for Metrics {
         let canary_weight = Family::<CanaryLabels, Gauge<f64, AtomicU64>>::default();
         let leader = Gauge::default();
         registry.register("reconciles", "Reconciliations run", reconciles.clone());
-        registry.register("reconcile_errors", "Reconciliations that failed", reconcile_errors.clone());
+        registry.register(
+            "reconcile_errors",
+            "Reconciliations that failed",
+            reconcile_errors.clone(),
+        );
         registry.register("decisions", "Step decisions, by kind", decisions.clone());
-        registry.register("canary_weight_percent", "Effective canary weight per EdgeCanary", canary_weight.clone());
-        registry.register("leader", "1 while this replica holds the leader lease", leader.clone());
-        Metrics { registry, reconciles, reconcile_errors, decisions, canary_weight, leader, ready: AtomicBool::new(false) }
+        registry.register(
+            "canary_weight_percent",
+            "Effective canary weight per EdgeCanary",
+            canary_weight.clone(),
+        );
+        registry.register(
+            "leader",
+            "1 while this replica holds the leader lease",
+            leader.clone(),
+        );
+        Metrics {
+            registry,
+            reconciles,
+            reconcile_errors,
+            decisions,
+            canary_weight,
+            leader,
+            ready: AtomicBool::new(false),
+        }
     }
 }
 
 impl Metrics {
     pub fn count_decision(&self, kind: &str) {
-        self.decisions.get_or_create(&DecisionLabels { decision: kind.to_string() }).inc();
+        self.decisions
+            .get_or_create(&DecisionLabels {
+                decision: kind.to_string(),
+            })
+            .inc();
     }
 
     pub fn set_weight(&self, namespace: &str, name: &str, weight: f64) {
-        let labels = CanaryLabels { namespace: namespace.to_string(), name: name.to_string() };
+        let labels = CanaryLabels {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+        };
         self.canary_weight.get_or_create(&labels).set(weight);
     }
 
     pub fn encode(&self) -> String {
         let mut text = String::new();
-        prometheus_client::encoding::text::encode(&mut text, &self.registry).expect("writing to a String");
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)
+            .expect("writing to a String");
         text
     }
 }
@@ -83,18 +111,34 @@ pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<(
                 let response = respond(&request, &metrics);
                 async move { Ok::<_, Infallible>(response) }
             });
-            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
         });
     }
 }
 
 fn respond<B>(request: &Request<B>, metrics: &Metrics) -> Response<Full<Bytes>> {
     let (status, content_type, body) = match request.uri().path() {
-        "/metrics" => (StatusCode::OK, "application/openmetrics-text; version=1.0.0; charset=utf-8", metrics.encode()),
+        "/metrics" => (
+            StatusCode::OK,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            metrics.encode(),
+        ),
         "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_string()),
-        "/readyz" if metrics.ready.load(Ordering::Relaxed) => (StatusCode::OK, "text/plain", "ready\n".to_string()),
-        "/readyz" => (StatusCode::SERVICE_UNAVAILABLE, "text/plain", "API server not reached yet\n".to_string()),
-        _ => (StatusCode::NOT_FOUND, "text/plain", "not found\n".to_string()),
+        "/readyz" if metrics.ready.load(Ordering::Relaxed) => {
+            (StatusCode::OK, "text/plain", "ready\n".to_string())
+        }
+        "/readyz" => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            "API server not reached yet\n".to_string(),
+        ),
+        _ => (
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "not found\n".to_string(),
+        ),
     };
     Response::builder()
         .status(status)
@@ -131,10 +175,19 @@ mod tests {
     fn readiness_follows_the_flag() {
         let metrics = Metrics::default();
         let request = Request::get("/readyz").body(()).unwrap();
-        assert_eq!(respond(&request, &metrics).status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            respond(&request, &metrics).status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
         metrics.ready.store(true, Ordering::Relaxed);
         assert_eq!(respond(&request, &metrics).status(), StatusCode::OK);
-        assert_eq!(respond(&Request::get("/healthz").body(()).unwrap(), &metrics).status(), StatusCode::OK);
-        assert_eq!(respond(&Request::get("/nope").body(()).unwrap(), &metrics).status(), StatusCode::NOT_FOUND);
+        assert_eq!(
+            respond(&Request::get("/healthz").body(()).unwrap(), &metrics).status(),
+            StatusCode::OK
+        );
+        assert_eq!(
+            respond(&Request::get("/nope").body(()).unwrap(), &metrics).status(),
+            StatusCode::NOT_FOUND
+        );
     }
 }

@@ -42,16 +42,28 @@ impl Histogram {
         if le == f64::INFINITY {
             return self.count;
         }
-        self.buckets.iter().take_while(|b| b.le <= le).last().map_or(0, |b| b.count)
+        self.buckets
+            .iter()
+            .take_while(|b| b.le <= le)
+            .last()
+            .map_or(0, |b| b.count)
     }
 
     fn add(&mut self, other: &Histogram) {
-        let mut bounds: Vec<f64> = self.buckets.iter().chain(&other.buckets).map(|b| b.le).collect();
+        let mut bounds: Vec<f64> = self
+            .buckets
+            .iter()
+            .chain(&other.buckets)
+            .map(|b| b.le)
+            .collect();
         bounds.sort_by(f64::total_cmp);
         bounds.dedup();
         self.buckets = bounds
             .into_iter()
-            .map(|le| Bucket { le, count: self.cumulative_at(le) + other.cumulative_at(le) })
+            .map(|le| Bucket {
+                le,
+                count: self.cumulative_at(le) + other.cumulative_at(le),
+            })
             .collect();
         self.count += other.count;
     }
@@ -118,12 +130,20 @@ impl Counters {
     /// What was added since `earlier`: the difference, or everything when any counter went
     /// down or a bucket disappeared (the process restarted and counts from zero).
     pub fn increase_since(&self, earlier: &Counters) -> Counters {
-        let same_layout = earlier.latency.buckets.iter().all(|e| self.latency.buckets.iter().any(|b| b.le == e.le));
+        let same_layout = earlier
+            .latency
+            .buckets
+            .iter()
+            .all(|e| self.latency.buckets.iter().any(|b| b.le == e.le));
         let restarted = !same_layout
             || self.ok < earlier.ok
             || self.failed < earlier.failed
             || self.latency.count < earlier.latency.count
-            || self.latency.buckets.iter().any(|b| b.count < earlier.latency.cumulative_at(b.le));
+            || self
+                .latency
+                .buckets
+                .iter()
+                .any(|b| b.count < earlier.latency.cumulative_at(b.le));
         if restarted {
             return self.clone();
         }
@@ -135,7 +155,10 @@ impl Counters {
                     .latency
                     .buckets
                     .iter()
-                    .map(|b| Bucket { le: b.le, count: b.count - earlier.latency.cumulative_at(b.le) })
+                    .map(|b| Bucket {
+                        le: b.le,
+                        count: b.count - earlier.latency.cumulative_at(b.le),
+                    })
                     .collect(),
                 count: self.latency.count - earlier.latency.count,
             },
@@ -149,19 +172,29 @@ pub fn counters_by_version(samples: &[Sample]) -> BTreeMap<String, Counters> {
     let mut by_version: BTreeMap<String, Counters> = BTreeMap::new();
     let mut inf_seen: BTreeMap<String, bool> = BTreeMap::new();
     for sample in samples {
-        let Some(version) = sample.label("version") else { continue };
-        let Some(value) = as_count(sample.value) else { continue };
+        let Some(version) = sample.label("version") else {
+            continue;
+        };
+        let Some(value) = as_count(sample.value) else {
+            continue;
+        };
         match sample.name.as_str() {
             REQUESTS_TOTAL => {
                 let counters = by_version.entry(version.to_string()).or_default();
                 // A status that is no number is no success either.
-                match sample.label("status").and_then(|s| s.trim().parse::<u16>().ok()) {
+                match sample
+                    .label("status")
+                    .and_then(|s| s.trim().parse::<u16>().ok())
+                {
                     Some(status) if status < 500 => counters.ok += value,
                     _ => counters.failed += value,
                 }
             }
             DURATION_BUCKET => {
-                let Some(le) = sample.label("le").and_then(|le| super::exposition::parse_value(le.trim())) else {
+                let Some(le) = sample
+                    .label("le")
+                    .and_then(|le| super::exposition::parse_value(le.trim()))
+                else {
                     continue;
                 };
                 let latency = &mut by_version.entry(version.to_string()).or_default().latency;
@@ -232,9 +265,14 @@ pub fn advance_window(window: &[PodWindow], scrapes: &[PodScrape]) -> Vec<PodWin
     let mut next = window.to_vec();
     for (pod, versions) in scrapes {
         for (version, current) in versions {
-            match next.iter_mut().find(|w| &w.pod == pod && &w.version == version) {
+            match next
+                .iter_mut()
+                .find(|w| &w.pod == pod && &w.version == version)
+            {
                 Some(entry) => {
-                    entry.since_step_start.add(&current.increase_since(&entry.last_scraped));
+                    entry
+                        .since_step_start
+                        .add(&current.increase_since(&entry.last_scraped));
                     entry.last_scraped = current.clone();
                 }
                 None => next.push(PodWindow {
@@ -253,7 +291,10 @@ pub fn advance_window(window: &[PodWindow], scrapes: &[PodScrape]) -> Vec<PodWin
 pub fn totals_by_version(window: &[PodWindow]) -> BTreeMap<String, Counters> {
     let mut totals: BTreeMap<String, Counters> = BTreeMap::new();
     for entry in window {
-        totals.entry(entry.version.clone()).or_default().add(&entry.since_step_start);
+        totals
+            .entry(entry.version.clone())
+            .or_default()
+            .add(&entry.since_step_start);
     }
     totals
 }
@@ -264,7 +305,9 @@ mod tests {
     use crate::controller::exposition::parse;
 
     /// The project's bucket bounds, seconds.
-    const BOUNDS: [f64; 14] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+    const BOUNDS: [f64; 14] = [
+        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    ];
 
     /// A histogram of `per_bucket[i]` observations falling into bucket i (the last: `+Inf`).
     fn histogram(per_bucket: &[u64]) -> Histogram {
@@ -272,14 +315,21 @@ mod tests {
         let mut buckets = Vec::new();
         for (i, le) in BOUNDS.iter().enumerate() {
             cumulative += per_bucket.get(i).copied().unwrap_or(0);
-            buckets.push(Bucket { le: *le, count: cumulative });
+            buckets.push(Bucket {
+                le: *le,
+                count: cumulative,
+            });
         }
         let count = cumulative + per_bucket.get(BOUNDS.len()).copied().unwrap_or(0);
         Histogram { buckets, count }
     }
 
     fn counters(ok: u64, failed: u64, per_bucket: &[u64]) -> Counters {
-        Counters { ok, failed, latency: histogram(per_bucket) }
+        Counters {
+            ok,
+            failed,
+            latency: histogram(per_bucket),
+        }
     }
 
     fn close(a: f64, b: f64) -> bool {
@@ -333,7 +383,19 @@ other_total{version="v2"} 7
         assert_eq!(by_version.len(), 1);
         let v2 = &by_version["v2"];
         assert_eq!((v2.ok, v2.failed), (95, 5));
-        assert_eq!(v2.latency.buckets, vec![Bucket { le: 0.005, count: 10 }, Bucket { le: 0.025, count: 60 }]);
+        assert_eq!(
+            v2.latency.buckets,
+            vec![
+                Bucket {
+                    le: 0.005,
+                    count: 10
+                },
+                Bucket {
+                    le: 0.025,
+                    count: 60
+                }
+            ]
+        );
         assert_eq!(v2.latency.count, 100);
         assert!(close(v2.success_rate().unwrap(), 0.95));
     }
@@ -362,7 +424,9 @@ other_total{version="v2"} 7
             pod("stable-a", "v1", counters(1000, 0, &[0, 0, 0, 1000])),
             pod("canary-a", "v2", counters(10, 0, &[0, 0, 0, 10])),
         ]);
-        assert!(totals_by_version(&start).values().all(|c| c.requests() == 0));
+        assert!(totals_by_version(&start)
+            .values()
+            .all(|c| c.requests() == 0));
 
         // canary-a answers 40 more, canary-b appears with 30, stable-a answers 100 more.
         let w = advance_window(
@@ -379,7 +443,10 @@ other_total{version="v2"} 7
         assert_eq!(totals["v2"].latency, histogram(&[0, 0, 0, 40, 30]));
 
         // canary-a vanishes, canary-b restarts (counters down to 5): nothing goes negative.
-        let w = advance_window(&w, &[pod("canary-b", "v2", counters(5, 0, &[0, 0, 0, 0, 5]))]);
+        let w = advance_window(
+            &w,
+            &[pod("canary-b", "v2", counters(5, 0, &[0, 0, 0, 0, 5]))],
+        );
         let totals = totals_by_version(&w);
         assert_eq!((totals["v2"].ok, totals["v2"].failed), (74, 1));
         assert_eq!(totals["v2"].latency.count, 75);
@@ -388,8 +455,14 @@ other_total{version="v2"} 7
 
     #[test]
     fn sums_of_different_layouts_stay_cumulative() {
-        let mut a = Histogram { buckets: vec![Bucket { le: 0.01, count: 5 }, Bucket { le: 0.1, count: 10 }], count: 10 };
-        let b = Histogram { buckets: vec![Bucket { le: 0.05, count: 4 }], count: 4 };
+        let mut a = Histogram {
+            buckets: vec![Bucket { le: 0.01, count: 5 }, Bucket { le: 0.1, count: 10 }],
+            count: 10,
+        };
+        let b = Histogram {
+            buckets: vec![Bucket { le: 0.05, count: 4 }],
+            count: 4,
+        };
         a.add(&b);
         let counts: Vec<_> = a.buckets.iter().map(|b| (b.le, b.count)).collect();
         assert_eq!(counts, vec![(0.01, 5), (0.05, 9), (0.1, 14)]);

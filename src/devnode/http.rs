@@ -55,7 +55,8 @@ pub struct Reply {
 
 impl Reply {
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
     }
 }
 
@@ -72,7 +73,10 @@ fn agent() -> &'static ureq::Agent {
 
 /// One request to a loopback URL (tests never address anything else).
 pub fn request(method: &str, url: &str, body: Option<&str>) -> Reply {
-    assert!(url.starts_with("http://127.0.0.1:"), "tests only talk to loopback: {url}");
+    assert!(
+        url.starts_with("http://127.0.0.1:"),
+        "tests only talk to loopback: {url}"
+    );
     let result = match (method, body) {
         ("GET", _) => agent().get(url).call(),
         ("POST", b) => agent().post(url).send(b.unwrap_or("")),
@@ -85,24 +89,50 @@ pub fn request(method: &str, url: &str, body: Option<&str>) -> Reply {
             status: response.status().as_u16(),
             body: response.body_mut().read_to_string().unwrap_or_default(),
         },
-        Err(e) => Reply { status: 0, body: e.to_string() },
+        Err(e) => Reply {
+            status: 0,
+            body: e.to_string(),
+        },
     }
 }
 
 /// A TCP port nobody listens on right now.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 impl Containerd {
     /// `ctr run -d --net-host` of `image` in HTTP mode on a free port, with extra annotations
     /// (`key=value`). Does not wait for readiness.
-    pub fn start_http(&self, image: &str, id: &str, annotations: &[&str], args: &[&str]) -> HttpContainer {
+    pub fn start_http(
+        &self,
+        image: &str,
+        id: &str,
+        annotations: &[&str],
+        args: &[&str],
+    ) -> HttpContainer {
         let port = free_port();
         let cgroup = self.cgroup_of(id);
         let port_annotation = format!("wasmedge.io/http-port={port}");
-        let mut all = vec!["run", "-d", "--net-host", "--runtime", WASMEDGE_RUNTIME, "--cgroup", cgroup.as_str()];
-        all.extend(["--annotation", "wasmedge.io/mode=http", "--annotation", port_annotation.as_str()]);
+        let mut all = vec![
+            "run",
+            "-d",
+            "--net-host",
+            "--runtime",
+            WASMEDGE_RUNTIME,
+            "--cgroup",
+            cgroup.as_str(),
+        ];
+        all.extend([
+            "--annotation",
+            "wasmedge.io/mode=http",
+            "--annotation",
+            port_annotation.as_str(),
+        ]);
         for a in annotations {
             all.extend(["--annotation", a]);
         }
@@ -110,7 +140,10 @@ impl Containerd {
         all.push(id);
         all.extend_from_slice(args);
         self.ctr_ok(&all);
-        HttpContainer { id: id.to_string(), port }
+        HttpContainer {
+            id: id.to_string(),
+            port,
+        }
     }
 
     /// Waits until `ctr task ls` shows the task in `status` (RUNNING, STOPPED).
@@ -118,7 +151,10 @@ impl Containerd {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
             let out = self.ctr_ok(&["task", "ls"]);
-            if out.lines().any(|l| l.split_whitespace().next() == Some(id) && l.contains(status)) {
+            if out
+                .lines()
+                .any(|l| l.split_whitespace().next() == Some(id) && l.contains(status))
+            {
                 return true;
             }
             std::thread::sleep(Duration::from_millis(10));
@@ -130,9 +166,16 @@ impl Containerd {
     /// `ctr task delete` printed (it carries the exit status).
     pub fn stop_task(&self, id: &str, signal: &str, timeout: Duration) -> String {
         self.ctr_ok(&["task", "kill", "-s", signal, id]);
-        assert!(self.wait_task_status(id, "STOPPED", timeout), "{id} did not stop within {timeout:?} of {signal}");
+        assert!(
+            self.wait_task_status(id, "STOPPED", timeout),
+            "{id} did not stop within {timeout:?} of {signal}"
+        );
         let out = self.ctr(&["task", "delete", id]);
         self.ctr_ok(&["container", "rm", id]);
-        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
     }
 }

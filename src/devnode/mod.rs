@@ -37,13 +37,20 @@ pub fn package_binary(name: &str) -> PathBuf {
             return candidate;
         }
     }
-    panic!("{name} not found next to {}: run `cargo build --release --bins`", exe.display());
+    panic!(
+        "{name} not found next to {}: run `cargo build --release --bins`",
+        exe.display()
+    );
 }
 
 /// A wasm module built by `make wasm` (target/wasm/NAME.wasm).
 pub fn wasm(name: &str) -> PathBuf {
     let p = repo().join("target/wasm").join(format!("{name}.wasm"));
-    assert!(p.exists(), "{} is missing: run `make wasm` (or `make test`) first", p.display());
+    assert!(
+        p.exists(),
+        "{} is missing: run `make wasm` (or `make test`) first",
+        p.display()
+    );
     p
 }
 
@@ -58,15 +65,22 @@ pub fn shim_binary() -> PathBuf {
 /// `containerd-wasmedge-config` write the drop-in that registers the runtime.
 fn install_dropin(dir: &Path) {
     fs::create_dir_all(dir.join("conf.d")).unwrap();
-    let dump = run_ok(Command::new("containerd").arg("--config").arg(dir.join("config.toml")).args(["config", "dump"]));
+    let dump = run_ok(
+        Command::new("containerd")
+            .arg("--config")
+            .arg(dir.join("config.toml"))
+            .args(["config", "dump"]),
+    );
     fs::write(dir.join("effective.toml"), dump).unwrap();
-    run_ok(Command::new(package_binary("containerd-wasmedge-config"))
-        .arg("--effective")
-        .arg(dir.join("effective.toml"))
-        .arg("--runtime")
-        .arg(repo().join("runtime-config/wasmedge-runtime.toml"))
-        .arg("--out")
-        .arg(dir.join("conf.d/wasmedge.toml")));
+    run_ok(
+        Command::new(package_binary("containerd-wasmedge-config"))
+            .arg("--effective")
+            .arg(dir.join("effective.toml"))
+            .arg("--runtime")
+            .arg(repo().join("runtime-config/wasmedge-runtime.toml"))
+            .arg("--out")
+            .arg(dir.join("conf.d/wasmedge.toml")),
+    );
 }
 
 pub fn wasm_oci() -> PathBuf {
@@ -81,14 +95,23 @@ pub fn own_cgroup() -> String {
         .find(|l| l.split(':').nth(1) == Some("memory"))
         .or_else(|| text.lines().find(|l| l.starts_with("0::")))
         .expect("no memory cgroup");
-    let path = line.splitn(3, ':').nth(2).unwrap().trim_end_matches('/').to_string();
+    let path = line
+        .splitn(3, ':')
+        .nth(2)
+        .unwrap()
+        .trim_end_matches('/')
+        .to_string();
     path
 }
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
 pub fn unique(prefix: &str) -> String {
-    format!("{prefix}-{}-{}", std::process::id(), SEQ.fetch_add(1, Ordering::SeqCst))
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::SeqCst)
+    )
 }
 
 pub struct Run {
@@ -119,7 +142,11 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Self { aot_cache_max_bytes: 1 << 30, node_config_extra: String::new(), aot_cache_dir: None }
+        Self {
+            aot_cache_max_bytes: 1 << 30,
+            node_config_extra: String::new(),
+            aot_cache_dir: None,
+        }
     }
 }
 
@@ -133,9 +160,13 @@ impl Containerd {
         let dir = PathBuf::from("/tmp").join(&name);
         fs::create_dir_all(dir.join("bin")).unwrap();
         fs::create_dir_all(dir.join("cni/conf")).unwrap();
-        std::os::unix::fs::symlink(shim_binary(), dir.join("bin/containerd-shim-wasmedge-v1")).unwrap();
+        std::os::unix::fs::symlink(shim_binary(), dir.join("bin/containerd-shim-wasmedge-v1"))
+            .unwrap();
         let socket = dir.join("c.sock");
-        let aot_dir = opts.aot_cache_dir.clone().unwrap_or_else(|| dir.join("aot-cache"));
+        let aot_dir = opts
+            .aot_cache_dir
+            .clone()
+            .unwrap_or_else(|| dir.join("aot-cache"));
         let log = dir.join("containerd.log");
         let cgroup_base = format!("{}/{}", own_cgroup(), name);
         // The same file configures the e2e Kubernetes node's containerd (scripts/k8s-up.sh).
@@ -157,7 +188,15 @@ impl Containerd {
         )
         .unwrap();
         let pid = spawn_containerd(&dir, &log);
-        let c = Self { dir, socket, namespace: name, aot_dir, log, cgroup_base, pid };
+        let c = Self {
+            dir,
+            socket,
+            namespace: name,
+            aot_dir,
+            log,
+            cgroup_base,
+            pid,
+        };
         c.wait_ready();
         c
     }
@@ -230,7 +269,11 @@ impl Containerd {
 
     pub fn ctr_ok(&self, args: &[&str]) -> String {
         let out = self.ctr(args);
-        assert!(out.status.success(), "ctr {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "ctr {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
@@ -244,7 +287,11 @@ impl Containerd {
         let archive = archive.to_str().unwrap();
         args.push(archive);
         let out = self.ctr_ns(ns, &args);
-        assert!(out.status.success(), "import {archive}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "import {archive}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     pub fn cgroup_of(&self, id: &str) -> String {
@@ -254,7 +301,14 @@ impl Containerd {
     /// `ctr run --rm` of `image` under `runtime`, with extra ctr flags before the image.
     pub fn run(&self, runtime: &str, image: &str, id: &str, flags: &[&str], args: &[&str]) -> Run {
         let cgroup = self.cgroup_of(id);
-        let mut all = vec!["run", "--rm", "--runtime", runtime, "--cgroup", cgroup.as_str()];
+        let mut all = vec![
+            "run",
+            "--rm",
+            "--runtime",
+            runtime,
+            "--cgroup",
+            cgroup.as_str(),
+        ];
         all.extend_from_slice(flags);
         all.push(image);
         all.push(id);
@@ -270,10 +324,26 @@ impl Containerd {
     }
 
     /// Like [`Containerd::run`], feeding `stdin` to the container.
-    pub fn run_with_stdin(&self, runtime: &str, image: &str, id: &str, args: &[&str], stdin: &[u8]) -> Run {
+    pub fn run_with_stdin(
+        &self,
+        runtime: &str,
+        image: &str,
+        id: &str,
+        args: &[&str],
+        stdin: &[u8],
+    ) -> Run {
         use std::io::Write;
         let cgroup = self.cgroup_of(id);
-        let mut all = vec!["run", "--rm", "--runtime", runtime, "--cgroup", cgroup.as_str(), image, id];
+        let mut all = vec![
+            "run",
+            "--rm",
+            "--runtime",
+            runtime,
+            "--cgroup",
+            cgroup.as_str(),
+            image,
+            id,
+        ];
         all.extend_from_slice(args);
         let started = Instant::now();
         let mut child = Command::new("ctr")
@@ -308,11 +378,25 @@ impl Containerd {
         let needle = self.socket.to_string_lossy().into_owned();
         let mut pids = vec![];
         for entry in fs::read_dir("/proc").unwrap().flatten() {
-            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
-            let Ok(cmdline) = fs::read(entry.path().join("cmdline")) else { continue };
-            let args: Vec<String> = cmdline.split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
-            let is_shim = args.first().map(|a| a.contains("containerd-shim")).unwrap_or(false);
-            if is_shim && args.iter().any(|a| a == &needle || a.starts_with(&format!("{needle}."))) {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let Ok(cmdline) = fs::read(entry.path().join("cmdline")) else {
+                continue;
+            };
+            let args: Vec<String> = cmdline
+                .split(|b| *b == 0)
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            let is_shim = args
+                .first()
+                .map(|a| a.contains("containerd-shim"))
+                .unwrap_or(false);
+            if is_shim
+                && args
+                    .iter()
+                    .any(|a| a == &needle || a.starts_with(&format!("{needle}.")))
+            {
                 pids.push(pid);
             }
         }
@@ -332,8 +416,12 @@ impl Containerd {
     pub fn processes_in_cgroups(&self) -> Vec<i32> {
         let mut pids = vec![];
         for entry in fs::read_dir("/proc").unwrap().flatten() {
-            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
-            let Ok(cg) = fs::read_to_string(entry.path().join("cgroup")) else { continue };
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let Ok(cg) = fs::read_to_string(entry.path().join("cgroup")) else {
+                continue;
+            };
             if cg.lines().any(|l| l.contains(&self.cgroup_base)) {
                 pids.push(pid);
             }
@@ -361,7 +449,10 @@ impl Containerd {
             }
             let mut below = vec![];
             collect_dirs(&dir, &mut below);
-            assert!(below.is_empty(), "container cgroups left below the pod: {below:?}");
+            assert!(
+                below.is_empty(),
+                "container cgroups left below the pod: {below:?}"
+            );
             fs::remove_dir(&dir).unwrap_or_else(|e| panic!("rmdir {}: {e}", dir.display()));
         }
     }
@@ -380,13 +471,23 @@ impl Containerd {
     /// Files in the AOT cache directory whose names mark them as temporary.
     pub fn aot_temp_files(&self) -> Vec<String> {
         fs::read_dir(&self.aot_dir)
-            .map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with('.')).collect())
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.starts_with('.'))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
     pub fn aot_entries(&self) -> Vec<PathBuf> {
         let mut v: Vec<PathBuf> = fs::read_dir(&self.aot_dir)
-            .map(|rd| rd.flatten().map(|e| e.path()).filter(|p| p.extension().map(|x| x == "aot").unwrap_or(false)).collect())
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.path())
+                    .filter(|p| p.extension().map(|x| x == "aot").unwrap_or(false))
+                    .collect()
+            })
             .unwrap_or_default();
         v.sort();
         v
@@ -409,13 +510,23 @@ impl Containerd {
         let shims = self.wait_no_shims(Duration::from_secs(10));
         assert!(shims.is_empty(), "shim processes left: {shims:?}");
         let procs = self.processes_in_cgroups();
-        assert!(procs.is_empty(), "processes left in container cgroups: {procs:?}");
+        assert!(
+            procs.is_empty(),
+            "processes left in container cgroups: {procs:?}"
+        );
         let dirs: Vec<_> = self.cgroup_dirs();
         assert!(dirs.is_empty(), "cgroup dirs left: {dirs:?}");
-        let mounts: Vec<_> = self.mounts().into_iter().filter(|m| m.contains("/rootfs")).collect();
+        let mounts: Vec<_> = self
+            .mounts()
+            .into_iter()
+            .filter(|m| m.contains("/rootfs"))
+            .collect();
         assert!(mounts.is_empty(), "rootfs mounts left: {mounts:?}");
         let temps = self.aot_temp_files();
-        assert!(temps.is_empty(), "temp files left in the AOT cache: {temps:?}");
+        assert!(
+            temps.is_empty(),
+            "temp files left in the AOT cache: {temps:?}"
+        );
     }
 
     fn cleanup_containers(&self, ns: &str) {
@@ -446,7 +557,6 @@ pub fn pss_of(pid: i32) -> u64 {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
 }
-
 
 impl Drop for Containerd {
     fn drop(&mut self) {
@@ -491,13 +601,24 @@ impl Drop for Containerd {
 
 /// Starts containerd on the config in `dir`, in its own session, logging (appending) to `log`.
 fn spawn_containerd(dir: &Path, log: &Path) -> i32 {
-    let path = format!("{}:{}", dir.join("bin").display(), std::env::var("PATH").unwrap_or_default());
-    let logf = fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+    let path = format!(
+        "{}:{}",
+        dir.join("bin").display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let logf = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
     let mut cmd = Command::new("containerd");
     cmd.arg("--config")
         .arg(dir.join("config.toml"))
         .env("PATH", path)
-        .env("CONTAINERD_SHIM_WASMEDGE_CONFIG", dir.join("shim-config.toml"))
+        .env(
+            "CONTAINERD_SHIM_WASMEDGE_CONFIG",
+            dir.join("shim-config.toml"),
+        )
         .stdin(Stdio::null())
         .stdout(logf.try_clone().unwrap())
         .stderr(logf)
@@ -529,14 +650,21 @@ pub fn images() -> &'static Images {
         let parent = repo().join("target/test-images");
         // Remove what earlier (finished) test processes left.
         for e in fs::read_dir(&parent).into_iter().flatten().flatten() {
-            let alive = e.file_name().to_str().and_then(|p| p.parse::<i32>().ok()).map(|pid| unsafe { libc::kill(pid, 0) } == 0);
+            let alive = e
+                .file_name()
+                .to_str()
+                .and_then(|p| p.parse::<i32>().ok())
+                .map(|pid| unsafe { libc::kill(pid, 0) } == 0);
             if alive != Some(true) {
                 let _ = fs::remove_dir_all(e.path());
             }
         }
         let dir = parent.join(std::process::id().to_string());
         fs::create_dir_all(&dir).unwrap();
-        Images { dir, building: Default::default() }
+        Images {
+            dir,
+            building: Default::default(),
+        }
     })
 }
 
@@ -547,7 +675,10 @@ impl Images {
         let out = self.dir.join(format!("{}.tar", sanitize(reference)));
         if !out.exists() {
             let mut cmd = Command::new(wasm_oci());
-            cmd.args(["rootfs", "--name", reference, "--out"]).arg(&out).arg("--module").arg(module);
+            cmd.args(["rootfs", "--name", reference, "--out"])
+                .arg(&out)
+                .arg("--module")
+                .arg(module);
             for (host, guest) in extra {
                 cmd.arg("--file").arg(format!("{}:{guest}", host.display()));
             }
@@ -560,7 +691,13 @@ impl Images {
         let _guard = self.building.lock().unwrap_or_else(|e| e.into_inner());
         let out = self.dir.join(format!("{}.tar", sanitize(reference)));
         if !out.exists() {
-            run_ok(Command::new(wasm_oci()).args(["artifact", "--name", reference, "--out"]).arg(&out).arg("--module").arg(module));
+            run_ok(
+                Command::new(wasm_oci())
+                    .args(["artifact", "--name", reference, "--out"])
+                    .arg(&out)
+                    .arg("--module")
+                    .arg(module),
+            );
         }
         out
     }
@@ -571,13 +708,19 @@ impl Images {
         let out = self.dir.join("pause.tar");
         if !out.exists() {
             let bin = repo().join("target/images/pause");
-            assert!(bin.exists(), "{} missing: run `make images` first", bin.display());
-            run_ok(Command::new(wasm_oci())
-                .args(["rootfs", "--name", PAUSE_IMAGE, "--out"])
-                .arg(&out)
-                .arg("--file")
-                .arg(format!("{}:/pause", bin.display()))
-                .args(["--entrypoint", "/pause"]));
+            assert!(
+                bin.exists(),
+                "{} missing: run `make images` first",
+                bin.display()
+            );
+            run_ok(
+                Command::new(wasm_oci())
+                    .args(["rootfs", "--name", PAUSE_IMAGE, "--out"])
+                    .arg(&out)
+                    .arg("--file")
+                    .arg(format!("{}:/pause", bin.display()))
+                    .args(["--entrypoint", "/pause"]),
+            );
         }
         out
     }
@@ -587,10 +730,17 @@ impl Images {
         let _guard = self.building.lock().unwrap_or_else(|e| e.into_inner());
         let out = self.dir.join("busybox.tar");
         if !out.exists() {
-            run_ok(Command::new(wasm_oci())
-                .args(["rootfs", "--name", BUSYBOX_IMAGE, "--out"])
-                .arg(&out)
-                .args(["--file", "/bin/busybox:/bin/busybox", "--entrypoint", "/bin/busybox"]));
+            run_ok(
+                Command::new(wasm_oci())
+                    .args(["rootfs", "--name", BUSYBOX_IMAGE, "--out"])
+                    .arg(&out)
+                    .args([
+                        "--file",
+                        "/bin/busybox:/bin/busybox",
+                        "--entrypoint",
+                        "/bin/busybox",
+                    ]),
+            );
         }
         out
     }
@@ -604,11 +754,18 @@ impl Images {
 }
 
 fn sanitize(s: &str) -> String {
-    s.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect()
+    s.chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect()
 }
 
 pub fn run_ok(cmd: &mut Command) -> String {
     let out = cmd.output().expect("spawn");
-    assert!(out.status.success(), "{cmd:?} failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }

@@ -162,7 +162,8 @@ impl std::fmt::Display for CompileError {
 /// Validates `wasm`, then compiles it: an invalid module is reported as such instead of as a
 /// compiler failure.
 pub fn compile_checked(wasm: &[u8], scratch_dir: &Path) -> Result<Vec<u8>, CompileError> {
-    wasmedge_sdk::Module::from_bytes(None, wasm).map_err(|e| CompileError::Invalid(e.to_string()))?;
+    wasmedge_sdk::Module::from_bytes(None, wasm)
+        .map_err(|e| CompileError::Invalid(e.to_string()))?;
     compile(wasm, scratch_dir).map_err(|e| CompileError::Failed(format!("{e:#}")))
 }
 
@@ -181,22 +182,37 @@ pub fn compile_in_zygote(wasm: Vec<u8>, scratch_parent: &Path) -> Result<Vec<u8>
     #[derive(serde::Serialize, serde::Deserialize)]
     struct Compiled(#[serde(with = "serde_bytes")] Vec<u8>);
     fn run(job: Job) -> Result<Compiled, CompileError> {
-        confine_compiler(&job.scratch_dir).map_err(|e| CompileError::Failed(format!("AOT compile failed: cannot confine the compiler: {e}")))?;
+        confine_compiler(&job.scratch_dir).map_err(|e| {
+            CompileError::Failed(format!(
+                "AOT compile failed: cannot confine the compiler: {e}"
+            ))
+        })?;
         compile_checked(&job.wasm, Path::new("/")).map(Compiled)
     }
     let scratch_dir = scratch_parent.join(format!(
         ".compile-{}-{}",
         std::process::id(),
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
     ));
     if let Err(e) = std::fs::create_dir(&scratch_dir) {
-        return Err(CompileError::Failed(format!("AOT compile failed: scratch dir {}: {e}", scratch_dir.display())));
+        return Err(CompileError::Failed(format!(
+            "AOT compile failed: scratch dir {}: {e}",
+            scratch_dir.display()
+        )));
     }
-    let job = Job { wasm, scratch_dir: scratch_dir.clone() };
+    let job = Job {
+        wasm,
+        scratch_dir: scratch_dir.clone(),
+    };
     let worker = zygote::Zygote::global().spawn();
     let result = match worker.try_run(run, job) {
         Ok(result) => result.map(|Compiled(native)| native),
-        Err(e) => Err(CompileError::Failed(format!("AOT compile failed: compiler process ended ({e})"))),
+        Err(e) => Err(CompileError::Failed(format!(
+            "AOT compile failed: compiler process ended ({e})"
+        ))),
     };
     drop(worker);
     let _ = std::fs::remove_dir_all(&scratch_dir);
@@ -223,10 +239,27 @@ fn confine_compiler(scratch_dir: &Path) -> std::io::Result<()> {
     let (uid, gid) = (Uid::from_raw(COMPILER_ID), Gid::from_raw(COMPILER_ID));
     unshare(CloneFlags::CLONE_NEWNET | CloneFlags::CLONE_NEWNS)?;
     // Nothing mounted here propagates back to the node.
-    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)?;
-    let options = format!("mode=0700,uid={COMPILER_ID},gid={COMPILER_ID},size={COMPILER_SCRATCH_BYTES}");
-    mount(Some("tmpfs"), scratch_dir, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC, Some(options.as_str()))?;
-    setrlimit(Resource::RLIMIT_CPU, COMPILER_CPU_SECONDS, COMPILER_CPU_SECONDS)?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )?;
+    let options =
+        format!("mode=0700,uid={COMPILER_ID},gid={COMPILER_ID},size={COMPILER_SCRATCH_BYTES}");
+    mount(
+        Some("tmpfs"),
+        scratch_dir,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        Some(options.as_str()),
+    )?;
+    setrlimit(
+        Resource::RLIMIT_CPU,
+        COMPILER_CPU_SECONDS,
+        COMPILER_CPU_SECONDS,
+    )?;
     chroot(scratch_dir)?;
     chdir("/")?;
     setgroups(&[])?;
@@ -249,7 +282,9 @@ pub fn strip_aot_sections(wasm: &[u8]) -> Vec<u8> {
     let mut out = wasm[..8].to_vec();
     let mut rest = &wasm[8..];
     while !rest.is_empty() {
-        let Some((id, name, len)) = section_header(rest) else { return wasm.to_vec() };
+        let Some((id, name, len)) = section_header(rest) else {
+            return wasm.to_vec();
+        };
         if !(id == 0 && name == Some(AOT_SECTION)) {
             out.extend_from_slice(&rest[..len]);
         }
@@ -295,7 +330,10 @@ mod tests {
     fn classifies_kinds() {
         assert_eq!(classify(b"\0asm\x01\0\0\0"), ModuleKind::Bytecode);
         assert_eq!(classify(&module_with_custom(b"name")), ModuleKind::Bytecode);
-        assert_eq!(classify(&module_with_custom(b"wasmedge")), ModuleKind::UniversalAot);
+        assert_eq!(
+            classify(&module_with_custom(b"wasmedge")),
+            ModuleKind::UniversalAot
+        );
         assert_eq!(classify(b"\x7fELF\x02\x01"), ModuleKind::NativeAot);
         assert_eq!(classify(b"hello"), ModuleKind::Unknown);
         assert_eq!(classify(b""), ModuleKind::Unknown);
@@ -314,10 +352,18 @@ mod tests {
         let wasm = wasmedge_sdk::wat2wasm(br#"(module (func (export "_start")))"#).unwrap();
         let native = compile_checked(&wasm, dir.path()).unwrap();
         assert_eq!(classify(&native), ModuleKind::UniversalAot);
-        assert_eq!(strip_aot_sections(&native), wasm.to_vec(), "compiled output carries the bytecode it came from");
+        assert_eq!(
+            strip_aot_sections(&native),
+            wasm.to_vec(),
+            "compiled output carries the bytecode it came from"
+        );
         let err = compile_checked(b"\0asm\x01\0\0\0\x01\xff", dir.path()).unwrap_err();
         assert!(matches!(err, CompileError::Invalid(_)), "{err:?}");
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "scratch files left");
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            0,
+            "scratch files left"
+        );
     }
 
     /// Set in the copy of this test binary that runs [`the_zygote_compiler_is_confined_and_compiles`]
@@ -349,35 +395,59 @@ mod tests {
             }
             let out = child.wait_with_output().unwrap();
             let stdout = String::from_utf8_lossy(&out.stdout);
-            assert!(out.status.success() && stdout.contains("1 passed"), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success() && stdout.contains("1 passed"),
+                "{stdout}{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
             return;
         }
         let parent = tempfile::tempdir().unwrap();
         let wasm = wasmedge_sdk::wat2wasm(br#"(module (func (export "_start")))"#).unwrap();
         let native = compile_in_zygote(wasm.to_vec(), parent.path()).unwrap();
         assert_eq!(strip_aot_sections(&native), wasm.to_vec());
-        assert!(matches!(compile_in_zygote(b"\0asm\x01\0\0\0\x01\xff".to_vec(), parent.path()), Err(CompileError::Invalid(_))));
-        assert_eq!(std::fs::read_dir(parent.path()).unwrap().count(), 0, "scratch dirs removed");
+        assert!(matches!(
+            compile_in_zygote(b"\0asm\x01\0\0\0\x01\xff".to_vec(), parent.path()),
+            Err(CompileError::Invalid(_))
+        ));
+        assert_eq!(
+            std::fs::read_dir(parent.path()).unwrap().count(),
+            0,
+            "scratch dirs removed"
+        );
 
         // What a compromised compiler process could still do.
         fn probe(dir: std::path::PathBuf) -> Result<(u32, bool, bool, bool), String> {
             confine_compiler(&dir).map_err(|e| e.to_string())?;
             let uid = nix::unistd::getuid().as_raw();
-            let sees_files = std::path::Path::new("/etc/passwd").exists() || std::path::Path::new("/proc/self").exists();
-            let network = std::net::TcpStream::connect_timeout(&"127.0.0.1:22".parse().unwrap(), std::time::Duration::from_millis(200))
-                .map(|_| true)
-                .unwrap_or_else(|e| e.kind() == std::io::ErrorKind::ConnectionRefused);
+            let sees_files = std::path::Path::new("/etc/passwd").exists()
+                || std::path::Path::new("/proc/self").exists();
+            let network = std::net::TcpStream::connect_timeout(
+                &"127.0.0.1:22".parse().unwrap(),
+                std::time::Duration::from_millis(200),
+            )
+            .map(|_| true)
+            .unwrap_or_else(|e| e.kind() == std::io::ErrorKind::ConnectionRefused);
             let regains_root = nix::unistd::setuid(nix::unistd::Uid::from_raw(0)).is_ok();
-            std::fs::write("/output", b"compiled").map_err(|e| format!("scratch not writable: {e}"))?;
+            std::fs::write("/output", b"compiled")
+                .map_err(|e| format!("scratch not writable: {e}"))?;
             Ok((uid, sees_files, network, regains_root))
         }
         let dir = parent.path().join("probe");
         std::fs::create_dir(&dir).unwrap();
         let worker = zygote::Zygote::global().spawn();
-        let (uid, sees_files, network, regains_root) = worker.try_run(probe, dir.clone()).unwrap().unwrap();
-        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0, "the compiler's files are in its own tmpfs, not on the node");
+        let (uid, sees_files, network, regains_root) =
+            worker.try_run(probe, dir.clone()).unwrap().unwrap();
+        assert_eq!(
+            std::fs::read_dir(&dir).unwrap().count(),
+            0,
+            "the compiler's files are in its own tmpfs, not on the node"
+        );
         assert_eq!(uid, COMPILER_ID);
-        assert!(!sees_files, "the compiler must see only its scratch directory");
+        assert!(
+            !sees_files,
+            "the compiler must see only its scratch directory"
+        );
         assert!(!network, "the compiler has no network (not even loopback)");
         assert!(!regains_root);
     }
@@ -392,7 +462,11 @@ mod tests {
         assert_eq!(strip_aot_sections(&patched), plain);
         let mut broken = module_with_custom(b"wasmedge");
         broken.truncate(broken.len() - 3);
-        assert_eq!(strip_aot_sections(&broken), broken, "malformed: left for the loader to reject");
+        assert_eq!(
+            strip_aot_sections(&broken),
+            broken,
+            "malformed: left for the loader to reject"
+        );
     }
 
     #[test]

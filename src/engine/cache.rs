@@ -86,13 +86,21 @@ impl AotCache {
         match decode_entry(&data) {
             Ok(()) => {
                 // Recently used entries survive eviction longest.
-                let now = TimeSpec::from(SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default());
+                let now = TimeSpec::from(
+                    SystemTime::now()
+                        .duration_since(SystemTime::UNIX_EPOCH)
+                        .unwrap_or_default(),
+                );
                 let _ = futimens(file.as_fd().as_raw_fd(), &now, &now);
                 data.drain(..HEADER_LEN);
                 Lookup::Hit(data)
             }
             Err(reason) => {
-                let _ = unlinkat(Some(self.dir.as_raw_fd()), name.as_str(), UnlinkatFlags::NoRemoveDir);
+                let _ = unlinkat(
+                    Some(self.dir.as_raw_fd()),
+                    name.as_str(),
+                    UnlinkatFlags::NoRemoveDir,
+                );
                 Lookup::Corrupt(reason)
             }
         }
@@ -102,12 +110,18 @@ impl AotCache {
     pub fn put(&self, key: &str, payload: &[u8]) -> Result<()> {
         let entry_len = (HEADER_LEN + payload.len()) as u64;
         if entry_len > self.max_bytes {
-            bail!("entry of {entry_len} bytes exceeds the cache bound of {} bytes", self.max_bytes);
+            bail!(
+                "entry of {entry_len} bytes exceeds the cache bound of {} bytes",
+                self.max_bytes
+            );
         }
         let temp = format!(
             "{TEMP_PREFIX}{key}-{}-{}",
             std::process::id(),
-            SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
+            SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0)
         );
         let written = self.write_new(&temp, payload).and_then(|()| {
             renameat(
@@ -119,7 +133,11 @@ impl AotCache {
             .context("renaming cache entry into place")
         });
         if written.is_err() {
-            let _ = unlinkat(Some(self.dir.as_raw_fd()), temp.as_str(), UnlinkatFlags::NoRemoveDir);
+            let _ = unlinkat(
+                Some(self.dir.as_raw_fd()),
+                temp.as_str(),
+                UnlinkatFlags::NoRemoveDir,
+            );
         }
         written?;
         self.evict(key);
@@ -181,27 +199,50 @@ impl AotCache {
 
     /// Total bytes of complete entries.
     pub fn size(&self) -> u64 {
-        self.entries().iter().filter(|e| e.name.ends_with(ENTRY_SUFFIX)).map(|e| e.size).sum()
+        self.entries()
+            .iter()
+            .filter(|e| e.name.ends_with(ENTRY_SUFFIX))
+            .map(|e| e.size)
+            .sum()
     }
 
     fn entries(&self) -> Vec<DirEntry> {
-        let Ok(mut dir) = Dir::openat(Some(self.dir.as_raw_fd()), ".", OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty()) else {
+        let Ok(mut dir) = Dir::openat(
+            Some(self.dir.as_raw_fd()),
+            ".",
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        ) else {
             return vec![];
         };
         let mut out = vec![];
         for entry in dir.iter().flatten() {
-            let name = OsStr::from_bytes(entry.file_name().to_bytes()).to_string_lossy().into_owned();
+            let name = OsStr::from_bytes(entry.file_name().to_bytes())
+                .to_string_lossy()
+                .into_owned();
             if name == "." || name == ".." {
                 continue;
             }
-            let Ok(st) = fstatat(Some(self.dir.as_raw_fd()), name.as_str(), nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW) else {
+            let Ok(st) = fstatat(
+                Some(self.dir.as_raw_fd()),
+                name.as_str(),
+                nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+            ) else {
                 continue;
             };
             if st.st_mode & libc::S_IFMT != libc::S_IFREG {
                 continue;
             }
-            let mtime = SystemTime::UNIX_EPOCH + Duration::new(st.st_mtime.max(0) as u64, st.st_mtime_nsec.clamp(0, 999_999_999) as u32);
-            out.push(DirEntry { name, size: st.st_size as u64, mtime });
+            let mtime = SystemTime::UNIX_EPOCH
+                + Duration::new(
+                    st.st_mtime.max(0) as u64,
+                    st.st_mtime_nsec.clamp(0, 999_999_999) as u32,
+                );
+            out.push(DirEntry {
+                name,
+                size: st.st_size as u64,
+                mtime,
+            });
         }
         out
     }
@@ -298,7 +339,10 @@ mod tests {
     fn no_temp_files_left_after_put() {
         let (d, c) = cache(1 << 20);
         c.put("k", b"x").unwrap();
-        let names: Vec<_> = std::fs::read_dir(d.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = std::fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("k.aot")]);
     }
 }

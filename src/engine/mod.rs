@@ -2,8 +2,8 @@
 
 pub mod aot;
 pub mod cache;
-pub mod wasi;
 pub mod slot;
+pub mod wasi;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -85,7 +85,9 @@ impl PreparedModule {
     /// The WasmEdge module, in the container.
     pub fn load(&self) -> Result<Module, LoadError> {
         let loaded = match &self.code {
-            ModuleCode::Native(bytes) | ModuleCode::Bytecode(bytes) => Module::from_bytes(None, bytes),
+            ModuleCode::Native(bytes) | ModuleCode::Bytecode(bytes) => {
+                Module::from_bytes(None, bytes)
+            }
             ModuleCode::SharedLibrary(path) => Module::from_file(None, path),
         };
         loaded.map_err(|e| LoadError(format!("{}: {e}", self.origin)))
@@ -108,7 +110,13 @@ pub fn prepare_module(
     trust_native: bool,
     compile: impl FnOnce(&[u8]) -> Result<Vec<u8>, aot::CompileError>,
 ) -> Result<PreparedModule, LoadError> {
-    let ready = |path, code| Ok(PreparedModule { origin: origin.to_string(), path, code });
+    let ready = |path, code| {
+        Ok(PreparedModule {
+            origin: origin.to_string(),
+            path,
+            code,
+        })
+    };
     let bytecode = match aot::classify(bytes) {
         ModuleKind::Unknown => {
             return Err(LoadError(format!("{origin}: not a WebAssembly module (no \\0asm header, {} bytes)", bytes.len())))
@@ -143,13 +151,18 @@ pub fn prepare_module(
             cache.remove_entry(&key);
             log::warn!("aot: cache entry for {origin} (key {key}) was corrupt (not compiled from this bytecode); removed, recompiling");
         }
-        Lookup::Corrupt(why) => log::warn!("aot: cache entry for {origin} (key {key}) was corrupt ({why}); removed, recompiling"),
+        Lookup::Corrupt(why) => log::warn!(
+            "aot: cache entry for {origin} (key {key}) was corrupt ({why}); removed, recompiling"
+        ),
         Lookup::Miss => {}
     }
     let started = Instant::now();
     match compile(&bytecode) {
         Ok(native) => {
-            log::info!("aot: compiled {origin} (key {key}) in {} ms", started.elapsed().as_millis());
+            log::info!(
+                "aot: compiled {origin} (key {key}) in {} ms",
+                started.elapsed().as_millis()
+            );
             if let Err(e) = cache.put(&key, &native) {
                 log::error!("aot: could not store compiled {origin} in the cache ({e:#}); using it from memory");
             }
@@ -157,7 +170,9 @@ pub fn prepare_module(
         }
         Err(aot::CompileError::Invalid(why)) => Err(LoadError(format!("{origin}: {why}"))),
         Err(aot::CompileError::Failed(why)) => {
-            log::error!("aot: compiling {origin} failed ({why}); running it in the interpreter (slow)");
+            log::error!(
+                "aot: compiling {origin} failed ({why}); running it in the interpreter (slow)"
+            );
             ready(LoadPath::Interpreted, ModuleCode::Bytecode(bytecode))
         }
     }
@@ -165,7 +180,11 @@ pub fn prepare_module(
 
 /// sha256(module) + engine fingerprint (WasmEdge version, compile options, CPU).
 pub fn cache_key(bytecode: &[u8]) -> String {
-    format!("{}-{}", hex::encode(Sha256::digest(bytecode)), aot::engine_fingerprint())
+    format!(
+        "{}-{}",
+        hex::encode(Sha256::digest(bytecode)),
+        aot::engine_fingerprint()
+    )
 }
 
 /// What a run gets from the container, already filtered by the sandbox policy.
@@ -240,7 +259,9 @@ const OOM_SLACK_PAGES: u32 = 16;
 /// function once.
 pub fn run_command(module: &Module, spec: RunSpec) -> Result<RunReport> {
     let config = ConfigBuilder::new(CommonConfigOptions::default())
-        .with_runtime_config(RuntimeConfigOptions::default().max_memory_pages(spec.max_memory_pages))
+        .with_runtime_config(
+            RuntimeConfigOptions::default().max_memory_pages(spec.max_memory_pages),
+        )
         .build()?;
     let ctx = wasi::WasiCtx::new(wasi::WasiConfig {
         args: spec.args,
@@ -258,10 +279,17 @@ pub fn run_command(module: &Module, spec: RunSpec) -> Result<RunReport> {
     };
     let mut violations = ctx.violations().to_vec();
     violations.extend(net.violations().iter().cloned());
-    Ok(RunReport { outcome, violations })
+    Ok(RunReport {
+        outcome,
+        violations,
+    })
 }
 
-pub(crate) fn classify_failure(e: &WasmEdgeError, memory_pages: Option<u32>, limit_pages: u32) -> Outcome {
+pub(crate) fn classify_failure(
+    e: &WasmEdgeError,
+    memory_pages: Option<u32>,
+    limit_pages: u32,
+) -> Outcome {
     let text = match e {
         WasmEdgeError::Core(CoreError::Execution(exec)) => trap_text(exec),
         other => other.to_string(),
@@ -272,7 +300,9 @@ pub(crate) fn classify_failure(e: &WasmEdgeError, memory_pages: Option<u32>, lim
 /// A failed run is out of memory when the memory ended at (or within one allocation chunk of)
 /// the cap; otherwise it is the trap WasmEdge named.
 pub(crate) fn classify_trap(trap: String, memory_pages: Option<u32>, limit_pages: u32) -> Outcome {
-    let near_cap = memory_pages.map(|p| p + OOM_SLACK_PAGES >= limit_pages).unwrap_or(false);
+    let near_cap = memory_pages
+        .map(|p| p + OOM_SLACK_PAGES >= limit_pages)
+        .unwrap_or(false);
     if near_cap {
         log::info!("run failed ({trap}) with memory at {memory_pages:?} of {limit_pages} pages: out of memory");
         return Outcome::OutOfMemory { limit_pages };
@@ -292,7 +322,8 @@ mod tests {
     use super::*;
 
     fn run_wat(wat: &str, max_memory_pages: u32) -> Outcome {
-        let module = Module::from_bytes(None, wasmedge_sdk::wat2wasm(wat.as_bytes()).unwrap()).unwrap();
+        let module =
+            Module::from_bytes(None, wasmedge_sdk::wat2wasm(wat.as_bytes()).unwrap()).unwrap();
         let spec = RunSpec {
             func: "_start".into(),
             args: vec![],
@@ -311,7 +342,10 @@ mod tests {
     fn declared_memory_above_the_cap_is_capped() {
         let touch_page_299 = r#"(module (memory (export "memory") 300)
             (func (export "_start") (i32.store (i32.const 19595264) (i32.const 1))))"#;
-        assert_eq!(run_wat(touch_page_299, 256), Outcome::OutOfMemory { limit_pages: 256 });
+        assert_eq!(
+            run_wat(touch_page_299, 256),
+            Outcome::OutOfMemory { limit_pages: 256 }
+        );
         assert_eq!(run_wat(touch_page_299, 512), Outcome::Exited(0));
     }
 
@@ -319,11 +353,21 @@ mod tests {
     fn growth_beyond_the_cap_is_refused() {
         let grow = r#"(module (memory (export "memory") 1)
             (func (export "_start") (if (i32.ne (memory.grow (i32.const 100)) (i32.const -1)) (then unreachable))))"#;
-        assert_eq!(run_wat(grow, 64), Outcome::Exited(0), "memory.grow past the cap must return -1");
+        assert_eq!(
+            run_wat(grow, 64),
+            Outcome::Exited(0),
+            "memory.grow past the cap must return -1"
+        );
     }
 
     #[test]
     fn traps_are_named() {
-        assert_eq!(run_wat(r#"(module (memory 1) (func (export "_start") unreachable))"#, 256), Outcome::Trapped("unreachable".into()));
+        assert_eq!(
+            run_wat(
+                r#"(module (memory 1) (func (export "_start") unreachable))"#,
+                256
+            ),
+            Outcome::Trapped("unreachable".into())
+        );
     }
 }

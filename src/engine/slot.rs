@@ -69,7 +69,9 @@ pub struct InstanceSlot<'m> {
 impl<'m> InstanceSlot<'m> {
     pub fn new(module: &'m Module, spec: SlotSpec) -> Result<Self> {
         let config = ConfigBuilder::new(CommonConfigOptions::default())
-            .with_runtime_config(RuntimeConfigOptions::default().max_memory_pages(spec.run.max_memory_pages))
+            .with_runtime_config(
+                RuntimeConfigOptions::default().max_memory_pages(spec.run.max_memory_pages),
+            )
             .build()?;
         let wasi_object = Box::into_raw(Box::new(wasi::import_object(WasiCtx::default())?));
         let net_object = match net::import_object(net::NetCtx::default()) {
@@ -86,7 +88,8 @@ impl<'m> InstanceSlot<'m> {
         let (wasi, net, instances) = unsafe {
             let wasi: *mut WasiCtx = (*wasi_object).get_host_data_mut();
             let net: *mut net::NetCtx = (*net_object).get_host_data_mut();
-            let mut instances: HashMap<String, &'static mut dyn SyncInst> = HashMap::with_capacity(2);
+            let mut instances: HashMap<String, &'static mut dyn SyncInst> =
+                HashMap::with_capacity(2);
             instances.insert(wasi::MODULE_NAME.to_string(), &mut *wasi_object);
             instances.insert(net::MODULE_NAME.to_string(), &mut *net_object);
             (wasi, net, instances)
@@ -102,7 +105,16 @@ impl<'m> InstanceSlot<'m> {
                 return Err(e.into());
             }
         };
-        Ok(InstanceSlot { module, spec, store: ManuallyDrop::new(store), wasi_object, net_object, wasi, net, ready: None })
+        Ok(InstanceSlot {
+            module,
+            spec,
+            store: ManuallyDrop::new(store),
+            wasi_object,
+            net_object,
+            wasi,
+            net,
+            ready: None,
+        })
     }
 
     /// Creates the next request's instance now, off the request path. Returns how long it took.
@@ -129,17 +141,30 @@ impl<'m> InstanceSlot<'m> {
         // previous call left (no fds): a start section could not reach this request's stdio.
         self.reset_host_data(stdin)?;
         let result = match instance.get_func_mut(&self.spec.run.func) {
-            Ok(mut func) => self.store.executor().call_func_with_timeout(&mut func, [], self.spec.timeout).map(|_| ()),
+            Ok(mut func) => self
+                .store
+                .executor()
+                .call_func_with_timeout(&mut func, [], self.spec.timeout)
+                .map(|_| ()),
             Err(e) => return Err(anyhow!("{e}")),
         };
         let memory_pages = instance.get_memory_ref("memory").ok().map(|m| m.size());
         drop(instance);
         // SAFETY: no call is running; the pointers stay valid for the slot's lifetime.
-        let (mut ctx, net) = unsafe { (std::mem::take(&mut *self.wasi), std::mem::take(&mut *self.net)) };
+        let (mut ctx, net) = unsafe {
+            (
+                std::mem::take(&mut *self.wasi),
+                std::mem::take(&mut *self.net),
+            )
+        };
         let outcome = match result {
             Ok(()) => Outcome::Exited(ctx.exit_code().unwrap_or(0) as i32),
-            Err(e) if wasi::is_terminated(&e) && ctx.exit_code().is_some() => Outcome::Exited(ctx.exit_code().unwrap_or(0) as i32),
-            Err(e) if matches!(*e, WasmEdgeError::ExecuteTimeout) => Outcome::TimedOut { limit_ms: self.spec.timeout.as_millis() as u64 },
+            Err(e) if wasi::is_terminated(&e) && ctx.exit_code().is_some() => {
+                Outcome::Exited(ctx.exit_code().unwrap_or(0) as i32)
+            }
+            Err(e) if matches!(*e, WasmEdgeError::ExecuteTimeout) => Outcome::TimedOut {
+                limit_ms: self.spec.timeout.as_millis() as u64,
+            },
             Err(e) => classify_failure(&e, memory_pages, self.spec.run.max_memory_pages),
         };
         let mut violations = ctx.violations().to_vec();
@@ -165,7 +190,10 @@ impl<'m> InstanceSlot<'m> {
             stderr: Stdio::Buffer(Vec::new()),
         })
         .context("set up WASI for the request")?;
-        let net = net::NetCtx::new(self.spec.run.allowed_hosts.clone(), self.spec.run.max_network_requests);
+        let net = net::NetCtx::new(
+            self.spec.run.allowed_hosts.clone(),
+            self.spec.run.max_network_requests,
+        );
         // SAFETY: no call is running on this slot (calls are synchronous on its thread).
         unsafe {
             *self.wasi = ctx;
@@ -246,33 +274,51 @@ mod tests {
 
     #[test]
     fn a_busy_call_is_cancelled_and_the_slot_goes_on() {
-        let m = module(r#"(module (memory 1)
+        let m = module(
+            r#"(module (memory 1)
             (global $n (mut i32) (i32.const 0))
             (func (export "spin") (loop (br 0)))
-            (func (export "_start")))"#);
+            (func (export "_start")))"#,
+        );
         let mut s = spec(200);
         s.run.func = "spin".into();
         let mut slot = InstanceSlot::new(&m, s).unwrap();
         let started = Instant::now();
         let out = slot.call(vec![]).unwrap();
         assert_eq!(out.outcome, Outcome::TimedOut { limit_ms: 200 });
-        assert!(started.elapsed() < Duration::from_secs(3), "cancel took {:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "cancel took {:?}",
+            started.elapsed()
+        );
         let out = slot.call(vec![]).unwrap();
-        assert_eq!(out.outcome, Outcome::TimedOut { limit_ms: 200 }, "the slot must still run calls");
+        assert_eq!(
+            out.outcome,
+            Outcome::TimedOut { limit_ms: 200 },
+            "the slot must still run calls"
+        );
     }
 
     #[test]
     fn traps_and_exit_codes_are_reported_per_call() {
-        let m = module(r#"(module
+        let m = module(
+            r#"(module
             (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
             (memory (export "memory") 1)
             (func (export "trap") unreachable)
-            (func (export "_start") (call $exit (i32.const 3))))"#);
+            (func (export "_start") (call $exit (i32.const 3))))"#,
+        );
         let mut s = spec(5000);
         s.run.func = "trap".into();
         let mut slot = InstanceSlot::new(&m, s.clone()).unwrap();
-        assert_eq!(slot.call(vec![]).unwrap().outcome, Outcome::Trapped("unreachable".into()));
-        assert_eq!(slot.call(vec![]).unwrap().outcome, Outcome::Trapped("unreachable".into()));
+        assert_eq!(
+            slot.call(vec![]).unwrap().outcome,
+            Outcome::Trapped("unreachable".into())
+        );
+        assert_eq!(
+            slot.call(vec![]).unwrap().outcome,
+            Outcome::Trapped("unreachable".into())
+        );
         s.run.func = "_start".into();
         let mut slot = InstanceSlot::new(&m, s).unwrap();
         assert_eq!(slot.call(vec![]).unwrap().outcome, Outcome::Exited(3));

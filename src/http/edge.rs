@@ -41,10 +41,20 @@ pub const HOST_HEADER_PREFIX: &str = "x-wasmedge-";
 pub const COLD_START_HEADER: &str = "x-wasmedge-cold-start";
 
 /// Builds the EdgeRequest of an HTTP request.
-pub fn request(method: &str, path: &str, query: Option<&str>, headers: &HeaderMap, body: &[u8], cold_start: bool) -> Result<EdgeRequest, BadRequest> {
+pub fn request(
+    method: &str,
+    path: &str,
+    query: Option<&str>,
+    headers: &HeaderMap,
+    body: &[u8],
+    cold_start: bool,
+) -> Result<EdgeRequest, BadRequest> {
     let mut joined: BTreeMap<String, String> = BTreeMap::new();
     joined.insert(COLD_START_HEADER.to_string(), cold_start.to_string());
-    for (name, value) in headers.iter().filter(|(name, _)| !name.as_str().starts_with(HOST_HEADER_PREFIX)) {
+    for (name, value) in headers
+        .iter()
+        .filter(|(name, _)| !name.as_str().starts_with(HOST_HEADER_PREFIX))
+    {
         let value = value
             .to_str()
             .map_err(|_| BadRequest(format!("header {name} is not visible ASCII text")))?;
@@ -60,17 +70,37 @@ pub fn request(method: &str, path: &str, query: Option<&str>, headers: &HeaderMa
         [] => None,
         bytes => Some(
             std::str::from_utf8(bytes)
-                .map_err(|_| BadRequest("the request body is not UTF-8 text (EdgeRequest.body is a string)".into()))?
+                .map_err(|_| {
+                    BadRequest(
+                        "the request body is not UTF-8 text (EdgeRequest.body is a string)".into(),
+                    )
+                })?
                 .to_string(),
         ),
     };
     // A repeated query key keeps its last value, as the seed's map type implies.
-    let query = form_urlencoded::parse(query.unwrap_or("").as_bytes()).into_owned().collect();
-    Ok(EdgeRequest { path: path.to_string(), method: method.to_string(), headers: joined, body, query })
+    let query = form_urlencoded::parse(query.unwrap_or("").as_bytes())
+        .into_owned()
+        .collect();
+    Ok(EdgeRequest {
+        path: path.to_string(),
+        method: method.to_string(),
+        headers: joined,
+        body,
+        query,
+    })
 }
 
 /// Headers the server manages itself; a function cannot set them.
-const SERVER_HEADERS: &[&str] = &["connection", "content-length", "transfer-encoding", "keep-alive", "upgrade", "te", "trailer"];
+const SERVER_HEADERS: &[&str] = &[
+    "connection",
+    "content-length",
+    "transfer-encoding",
+    "keep-alive",
+    "upgrade",
+    "te",
+    "trailer",
+];
 
 /// A checked response: status, headers valid for HTTP/1.1, body.
 #[derive(Debug)]
@@ -83,7 +113,8 @@ pub struct ValidResponse {
 /// Reads the function's stdout. Lines the function printed before its response (logging with
 /// `println!`) are tolerated: the last non-empty line must then be the response.
 pub fn response(stdout: &[u8]) -> Result<ValidResponse, String> {
-    let text = std::str::from_utf8(stdout).map_err(|_| "the function's output is not UTF-8".to_string())?;
+    let text = std::str::from_utf8(stdout)
+        .map_err(|_| "the function's output is not UTF-8".to_string())?;
     let trimmed = text.trim();
     if trimmed.is_empty() {
         return Err("the function wrote no EdgeResponse to stdout".into());
@@ -91,24 +122,41 @@ pub fn response(stdout: &[u8]) -> Result<ValidResponse, String> {
     let parsed: EdgeResponse = match serde_json::from_str(trimmed) {
         Ok(r) => r,
         Err(whole) => {
-            let last = trimmed.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
-            serde_json::from_str(last).map_err(|_| format!("the function's output is not an EdgeResponse JSON document: {whole}"))?
+            let last = trimmed
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("");
+            serde_json::from_str(last).map_err(|_| {
+                format!("the function's output is not an EdgeResponse JSON document: {whole}")
+            })?
         }
     };
     let status = hyper::StatusCode::from_u16(parsed.status_code)
         .ok()
         .filter(|s| (200..=599).contains(&s.as_u16()))
-        .ok_or_else(|| format!("status_code {} is not a final HTTP status (200-599)", parsed.status_code))?;
+        .ok_or_else(|| {
+            format!(
+                "status_code {} is not a final HTTP status (200-599)",
+                parsed.status_code
+            )
+        })?;
     let mut headers = Vec::with_capacity(parsed.headers.len());
     for (name, value) in &parsed.headers {
-        let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| format!("invalid header name {name:?}"))?;
+        let name = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| format!("invalid header name {name:?}"))?;
         if SERVER_HEADERS.contains(&name.as_str()) {
             continue;
         }
-        let value = HeaderValue::from_str(value).map_err(|_| format!("invalid value for header {name}"))?;
+        let value =
+            HeaderValue::from_str(value).map_err(|_| format!("invalid value for header {name}"))?;
         headers.push((name, value));
     }
-    Ok(ValidResponse { status, headers, body: parsed.body })
+    Ok(ValidResponse {
+        status,
+        headers,
+        body: parsed.body,
+    })
 }
 
 #[cfg(test)]
@@ -122,8 +170,19 @@ mod tests {
         headers.append("accept", HeaderValue::from_static("a/b"));
         headers.append("accept", HeaderValue::from_static("c/d"));
         headers.insert(COLD_START_HEADER, HeaderValue::from_static("false"));
-        let r = request("POST", "/api/v1/process", Some("a=1&b=x%20y&a=2"), &headers, br#"{"x":1}"#, true).unwrap();
-        assert_eq!(r.headers[COLD_START_HEADER], "true", "only the shim sets it");
+        let r = request(
+            "POST",
+            "/api/v1/process",
+            Some("a=1&b=x%20y&a=2"),
+            &headers,
+            br#"{"x":1}"#,
+            true,
+        )
+        .unwrap();
+        assert_eq!(
+            r.headers[COLD_START_HEADER], "true",
+            "only the shim sets it"
+        );
         assert_eq!(r.method, "POST");
         assert_eq!(r.path, "/api/v1/process");
         assert_eq!(r.headers["x-region"], "ap-east-1");
@@ -158,12 +217,22 @@ mod tests {
             (b"hello", "not an EdgeResponse"),
             (br#"{"status_code":99}"#, "not a final HTTP status"),
             (br#"{"status_code":101}"#, "not a final HTTP status"),
-            (br#"{"status_code":200,"headers":{"bad name":"x"}}"#, "invalid header name"),
-            (br#"{"status_code":200,"headers":{"x":"a\nb"}}"#, "invalid value"),
+            (
+                br#"{"status_code":200,"headers":{"bad name":"x"}}"#,
+                "invalid header name",
+            ),
+            (
+                br#"{"status_code":200,"headers":{"x":"a\nb"}}"#,
+                "invalid value",
+            ),
             (&[0xff][..], "not UTF-8"),
         ] {
             let e = response(bad).unwrap_err();
-            assert!(e.contains(expect), "{:?} -> {e}", String::from_utf8_lossy(bad));
+            assert!(
+                e.contains(expect),
+                "{:?} -> {e}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 }

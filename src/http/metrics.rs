@@ -13,9 +13,13 @@ use prometheus_client::registry::Registry;
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// Request duration buckets, seconds (the weight controller computes p99 from them).
-const DURATION_BUCKETS: [f64; 14] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+const DURATION_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
 /// Instance creation buckets, seconds: tens of microseconds is the expected range.
-const INSTANCE_START_BUCKETS: [f64; 10] = [0.00001, 0.000025, 0.00005, 0.0001, 0.00015, 0.00025, 0.0005, 0.001, 0.0025, 0.01];
+const INSTANCE_START_BUCKETS: [f64; 10] = [
+    0.00001, 0.000025, 0.00005, 0.0001, 0.00015, 0.00025, 0.0005, 0.001, 0.0025, 0.01,
+];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VersionLabel {
@@ -60,19 +64,47 @@ impl Metrics {
     pub fn new(version: &str) -> Self {
         let mut registry = Registry::default();
         let requests = Family::<RequestLabels, Counter>::default();
-        let duration: HistogramFamily = Family::new_with_constructor(|| Histogram::new(DURATION_BUCKETS));
-        let instance_start: HistogramFamily = Family::new_with_constructor(|| Histogram::new(INSTANCE_START_BUCKETS));
+        let duration: HistogramFamily =
+            Family::new_with_constructor(|| Histogram::new(DURATION_BUCKETS));
+        let instance_start: HistogramFamily =
+            Family::new_with_constructor(|| Histogram::new(INSTANCE_START_BUCKETS));
         let in_flight = Family::<VersionLabel, Gauge>::default();
         let denials = Family::<DenialLabels, Counter>::default();
         let memory = Family::<MemoryLabels, Gauge>::default();
-        registry.register("wasmedge_http_requests", "HTTP requests answered, by status code", requests.clone());
-        registry.register("wasmedge_http_request_duration_seconds", "Time from request to response", duration.clone());
-        registry.register("wasmedge_instance_start_seconds", "Time to create a module instance", instance_start.clone());
-        registry.register("wasmedge_http_requests_in_flight", "Requests being handled", in_flight.clone());
-        registry.register("wasmedge_policy_denials", "Sandbox policy denials, by policy field", denials.clone());
-        registry.register("wasmedge_memory_bytes", "Memory of the serving process and of the largest instance", memory.clone());
+        registry.register(
+            "wasmedge_http_requests",
+            "HTTP requests answered, by status code",
+            requests.clone(),
+        );
+        registry.register(
+            "wasmedge_http_request_duration_seconds",
+            "Time from request to response",
+            duration.clone(),
+        );
+        registry.register(
+            "wasmedge_instance_start_seconds",
+            "Time to create a module instance",
+            instance_start.clone(),
+        );
+        registry.register(
+            "wasmedge_http_requests_in_flight",
+            "Requests being handled",
+            in_flight.clone(),
+        );
+        registry.register(
+            "wasmedge_policy_denials",
+            "Sandbox policy denials, by policy field",
+            denials.clone(),
+        );
+        registry.register(
+            "wasmedge_memory_bytes",
+            "Memory of the serving process and of the largest instance",
+            memory.clone(),
+        );
         let metrics = Metrics {
-            version: VersionLabel { version: version.to_string() },
+            version: VersionLabel {
+                version: version.to_string(),
+            },
             registry,
             requests,
             duration,
@@ -91,18 +123,27 @@ impl Metrics {
     /// went away before the response (the future is dropped) is counted with status 499.
     pub fn request_started(&self) -> InFlight<'_> {
         self.in_flight.get_or_create(&self.version).inc();
-        InFlight { metrics: self, started: std::time::Instant::now(), status: None }
+        InFlight {
+            metrics: self,
+            started: std::time::Instant::now(),
+            status: None,
+        }
     }
 
     fn request_finished(&self, status: u16, seconds: f64) {
         self.in_flight.get_or_create(&self.version).dec();
-        let labels = RequestLabels { version: self.version.version.clone(), status: status.to_string() };
+        let labels = RequestLabels {
+            version: self.version.version.clone(),
+            status: status.to_string(),
+        };
         self.requests.get_or_create(&labels).inc();
         self.duration.get_or_create(&self.version).observe(seconds);
     }
 
     pub fn instance_started(&self, seconds: f64) {
-        self.instance_start.get_or_create(&self.version).observe(seconds);
+        self.instance_start
+            .get_or_create(&self.version)
+            .observe(seconds);
     }
 
     pub fn instance_memory(&self, bytes: u64) {
@@ -110,15 +151,28 @@ impl Metrics {
     }
 
     pub fn denied(&self, field: &str) {
-        let labels = DenialLabels { version: self.version.version.clone(), field: field.to_string() };
+        let labels = DenialLabels {
+            version: self.version.version.clone(),
+            field: field.to_string(),
+        };
         self.denials.get_or_create(&labels).inc();
     }
 
     /// The text of `/metrics`; memory gauges are read now.
     pub fn render(&self) -> String {
         let (rss, pss) = process_memory();
-        for (kind, value) in [("rss", rss), ("pss", pss), ("instance_peak", self.instance_peak_bytes.load(Ordering::Relaxed))] {
-            let labels = MemoryLabels { version: self.version.version.clone(), kind: kind.to_string() };
+        for (kind, value) in [
+            ("rss", rss),
+            ("pss", pss),
+            (
+                "instance_peak",
+                self.instance_peak_bytes.load(Ordering::Relaxed),
+            ),
+        ] {
+            let labels = MemoryLabels {
+                version: self.version.version.clone(),
+                kind: kind.to_string(),
+            };
             self.memory.get_or_create(&labels).set(value as i64);
         }
         let mut out = String::new();
@@ -142,7 +196,10 @@ impl InFlight<'_> {
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        self.metrics.request_finished(self.status.unwrap_or(499), self.started.elapsed().as_secs_f64());
+        self.metrics.request_finished(
+            self.status.unwrap_or(499),
+            self.started.elapsed().as_secs_f64(),
+        );
     }
 }
 
@@ -198,7 +255,10 @@ mod tests {
         ] {
             assert!(text.contains(line), "missing {line} in\n{text}");
         }
-        assert!(text.contains(r#"wasmedge_memory_bytes{version="v2",kind="pss"} "#), "{text}");
+        assert!(
+            text.contains(r#"wasmedge_memory_bytes{version="v2",kind="pss"} "#),
+            "{text}"
+        );
         assert!(text.ends_with("# EOF\n"));
     }
 }

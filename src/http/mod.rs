@@ -39,28 +39,53 @@ pub const EXIT_CANNOT_LISTEN: i32 = 71;
 
 /// Serves until SIGTERM/SIGINT. `load` compiles or loads the module (it may take seconds; the
 /// server answers `/health` and a false `/ready` meanwhile). Blocks the calling thread.
-pub fn serve(settings: HttpSettings, slot: SlotSpec, load: impl FnOnce() -> Result<Module, LoadFailure> + Send + 'static) -> Served {
-    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+pub fn serve(
+    settings: HttpSettings,
+    slot: SlotSpec,
+    load: impl FnOnce() -> Result<Module, LoadFailure> + Send + 'static,
+) -> Served {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
-        Err(e) => return Served::Failed { message: format!("cannot start the HTTP runtime: {e}"), exit_code: EXIT_CANNOT_LISTEN },
+        Err(e) => {
+            return Served::Failed {
+                message: format!("cannot start the HTTP runtime: {e}"),
+                exit_code: EXIT_CANNOT_LISTEN,
+            }
+        }
     };
     runtime.block_on(serve_async(settings, slot, load))
 }
 
-async fn serve_async(settings: HttpSettings, slot: SlotSpec, load: impl FnOnce() -> Result<Module, LoadFailure> + Send + 'static) -> Served {
-    let (mut term, mut int) = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+async fn serve_async(
+    settings: HttpSettings,
+    slot: SlotSpec,
+    load: impl FnOnce() -> Result<Module, LoadFailure> + Send + 'static,
+) -> Served {
+    let (mut term, mut int) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
         (Ok(t), Ok(i)) => (t, i),
-        _ => return Served::Failed { message: "cannot install the SIGTERM handler".into(), exit_code: EXIT_CANNOT_LISTEN },
+        _ => {
+            return Served::Failed {
+                message: "cannot install the SIGTERM handler".into(),
+                exit_code: EXIT_CANNOT_LISTEN,
+            }
+        }
     };
     let port = settings.port;
     let listener = match server::listen(port).await {
         Ok(l) => l,
-        Err(e) => {
-            return Served::Failed {
-                message: format!("cannot listen on port {port}: {e}; choose another port with wasmedge.io/http-port"),
-                exit_code: EXIT_CANNOT_LISTEN,
-            }
-        }
+        Err(e) => return Served::Failed {
+            message: format!(
+                "cannot listen on port {port}: {e}; choose another port with wasmedge.io/http-port"
+            ),
+            exit_code: EXIT_CANNOT_LISTEN,
+        },
     };
     let (workers, warm) = (settings.max_concurrency, settings.warm_pool);
     let app = server::App::new(settings, slot.timeout);
@@ -69,7 +94,8 @@ async fn serve_async(settings: HttpSettings, slot: SlotSpec, load: impl FnOnce()
     let starting = app.clone();
     tokio::task::spawn_blocking(move || {
         let started = load().and_then(|module| {
-            Pool::start(Arc::new(module), slot, workers, warm).map_err(|e| (e, crate::engine::exit_code::LOAD_FAILED))
+            Pool::start(Arc::new(module), slot, workers, warm)
+                .map_err(|e| (e, crate::engine::exit_code::LOAD_FAILED))
         });
         match started {
             Ok(pool) => {

@@ -36,24 +36,40 @@ impl Pool {
     /// Starts `workers` threads (the first `warm` of them keep an instance ready) and returns
     /// once every slot is set up and a first instance was created: from then on the module is
     /// known to instantiate. An error is the reason it does not.
-    pub fn start(module: Arc<Module>, spec: SlotSpec, workers: usize, warm: usize) -> Result<Pool, String> {
+    pub fn start(
+        module: Arc<Module>,
+        spec: SlotSpec,
+        workers: usize,
+        warm: usize,
+    ) -> Result<Pool, String> {
         let (jobs, queue) = mpsc::sync_channel::<Job>(workers);
         let queue = Arc::new(Mutex::new(queue));
         let (started_tx, started) = mpsc::channel::<Result<(), String>>();
         for index in 0..workers {
-            let worker = Worker { index, module: module.clone(), spec: spec.clone(), keep_warm: index < warm, queue: queue.clone() };
+            let worker = Worker {
+                index,
+                module: module.clone(),
+                spec: spec.clone(),
+                keep_warm: index < warm,
+                queue: queue.clone(),
+            };
             worker.spawn(Some(started_tx.clone()))?;
         }
         drop(started_tx);
         for _ in 0..workers {
-            started.recv().map_err(|_| "a worker thread died while starting".to_string())??;
+            started
+                .recv()
+                .map_err(|_| "a worker thread died while starting".to_string())??;
         }
         Ok(Pool { jobs })
     }
 
     /// Hands a call to a free worker. The caller holds one of `workers` permits, so a worker is
     /// free (or about to be) and the channel has room.
-    pub fn submit(&self, stdin: Vec<u8>) -> Result<oneshot::Receiver<Result<Invocation, String>>, String> {
+    pub fn submit(
+        &self,
+        stdin: Vec<u8>,
+    ) -> Result<oneshot::Receiver<Result<Invocation, String>>, String> {
         let (reply, result) = oneshot::channel();
         match self.jobs.try_send(Job { stdin, reply }) {
             Ok(()) => Ok(result),
@@ -78,7 +94,10 @@ impl Worker {
         let mut slot = match InstanceSlot::new(&self.module, self.spec.clone()) {
             Ok(slot) => slot,
             Err(e) => {
-                report_start(started, Err(format!("cannot set up an instance slot: {e:#}")));
+                report_start(
+                    started,
+                    Err(format!("cannot set up an instance slot: {e:#}")),
+                );
                 return;
             }
         };
@@ -103,7 +122,8 @@ impl Worker {
             };
             let Ok(job) = job else { return };
             let result = slot.call(job.stdin).map_err(|e| format!("{e:#}"));
-            let timed_out = matches!(&result, Ok(call) if matches!(call.outcome, Outcome::TimedOut { .. }));
+            let timed_out =
+                matches!(&result, Ok(call) if matches!(call.outcome, Outcome::TimedOut { .. }));
             let _ = job.reply.send(result);
             if timed_out {
                 drop(slot);

@@ -73,7 +73,11 @@ impl App {
 
 /// Accepts connections until `stop` resolves, then lets in-flight requests finish for at most
 /// the drain timeout. Returns whether every connection ended in time.
-pub async fn run(app: Arc<App>, listener: TcpListener, stop: impl std::future::Future<Output = ()>) -> bool {
+pub async fn run(
+    app: Arc<App>,
+    listener: TcpListener,
+    stop: impl std::future::Future<Output = ()>,
+) -> bool {
     let graceful = GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
@@ -109,8 +113,13 @@ pub async fn run(app: Arc<App>, listener: TcpListener, stop: impl std::future::F
     app.draining.store(true, Ordering::SeqCst);
     drop(listener);
     let in_flight = graceful.count();
-    log::info!("draining {in_flight} connection(s) for at most {:?}", app.settings.drain_timeout);
-    tokio::time::timeout(app.settings.drain_timeout, graceful.shutdown()).await.is_ok()
+    log::info!(
+        "draining {in_flight} connection(s) for at most {:?}",
+        app.settings.drain_timeout
+    );
+    tokio::time::timeout(app.settings.drain_timeout, graceful.shutdown())
+        .await
+        .is_ok()
 }
 
 /// Binds the function's port on every IPv4 address of the pod's network namespace.
@@ -118,14 +127,20 @@ pub async fn listen(port: u16) -> std::io::Result<TcpListener> {
     TcpListener::bind(SocketAddr::from(([0, 0, 0, 0], port))).await
 }
 
-async fn handle(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn handle(
+    app: Arc<App>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     Ok(match (req.method(), req.uri().path()) {
         (_, "/health") => json(StatusCode::OK, r#"{"status":"ok"}"#.into()),
         (_, "/ready") if app.is_ready() => json(StatusCode::OK, r#"{"ready":true}"#.into()),
         (_, "/ready") => json(StatusCode::SERVICE_UNAVAILABLE, r#"{"ready":false}"#.into()),
         (&Method::GET, "/metrics") => {
             let mut response = Response::new(Full::new(Bytes::from(app.metrics.render())));
-            response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(metrics::CONTENT_TYPE));
+            response.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static(metrics::CONTENT_TYPE),
+            );
             response
         }
         _ => {
@@ -139,42 +154,78 @@ async fn handle(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Full<B
 
 async fn call_function(app: &App, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let Some(pool) = app.pool.get() else {
-        return error(StatusCode::SERVICE_UNAVAILABLE, "the function is not ready yet (module loading)");
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the function is not ready yet (module loading)",
+        );
     };
     let (parts, body) = req.into_parts();
-    let body = match Limited::new(body, app.settings.max_body_bytes).collect().await {
+    let body = match Limited::new(body, app.settings.max_body_bytes)
+        .collect()
+        .await
+    {
         Ok(collected) => collected.to_bytes(),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => {
             return error(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                &format!("request body larger than {} bytes (wasmedge.io/max-body-bytes)", app.settings.max_body_bytes),
+                &format!(
+                    "request body larger than {} bytes (wasmedge.io/max-body-bytes)",
+                    app.settings.max_body_bytes
+                ),
             )
         }
-        Err(e) => return error(StatusCode::BAD_REQUEST, &format!("cannot read the request body: {e}")),
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!("cannot read the request body: {e}"),
+            )
+        }
     };
     let cold_start = !app.served.swap(true, Ordering::SeqCst);
-    let request = match edge::request(parts.method.as_str(), parts.uri.path(), parts.uri.query(), &parts.headers, &body, cold_start) {
+    let request = match edge::request(
+        parts.method.as_str(),
+        parts.uri.path(),
+        parts.uri.query(),
+        &parts.headers,
+        &body,
+        cold_start,
+    ) {
         Ok(r) => r,
         Err(edge::BadRequest(reason)) => return error(StatusCode::BAD_REQUEST, &reason),
     };
     let stdin = match serde_json::to_vec(&request) {
         Ok(bytes) => bytes,
-        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, &format!("cannot encode the request: {e}")),
+        Err(e) => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &format!("cannot encode the request: {e}"),
+            )
+        }
     };
     let Some(_permit) = wait_for_worker(app).await else {
-        let mut response = error(StatusCode::SERVICE_UNAVAILABLE, "overloaded: every instance slot is busy; retry later");
-        response.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static("1"));
+        let mut response = error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded: every instance slot is busy; retry later",
+        );
+        response
+            .headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from_static("1"));
         return response;
     };
     let invocation = match pool.submit(stdin) {
-        Ok(pending) => pending.await.unwrap_or_else(|_| Err("the worker stopped".into())),
+        Ok(pending) => pending
+            .await
+            .unwrap_or_else(|_| Err("the worker stopped".into())),
         Err(e) => Err(e),
     };
     match invocation {
         Ok(invocation) => respond(app, invocation),
         Err(e) => {
             log::error!("request failed in the engine: {e}");
-            error(StatusCode::INTERNAL_SERVER_ERROR, &format!("engine error: {e}"))
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &format!("engine error: {e}"),
+            )
         }
     }
 }
@@ -195,8 +246,10 @@ async fn wait_for_worker(app: &App) -> Option<tokio::sync::SemaphorePermit<'_>> 
 }
 
 fn respond(app: &App, call: Invocation) -> Response<Full<Bytes>> {
-    app.metrics.instance_started(call.instance_start.as_secs_f64());
-    app.metrics.instance_memory(u64::from(call.memory_pages.unwrap_or(0)) * 65536);
+    app.metrics
+        .instance_started(call.instance_start.as_secs_f64());
+    app.metrics
+        .instance_memory(u64::from(call.memory_pages.unwrap_or(0)) * 65536);
     if !call.stderr.is_empty() {
         // The function's stderr is the container's log, as in command mode.
         use std::io::Write;
@@ -216,10 +269,16 @@ fn respond(app: &App, call: Invocation) -> Response<Full<Bytes>> {
             }
             Err(reason) => {
                 eprintln!("bad function response: {reason}");
-                error(StatusCode::INTERNAL_SERVER_ERROR, &format!("bad function response: {reason}"))
+                error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    &format!("bad function response: {reason}"),
+                )
             }
         },
-        Outcome::Exited(code) => error(StatusCode::INTERNAL_SERVER_ERROR, &format!("the function exited with code {code}")),
+        Outcome::Exited(code) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("the function exited with code {code}"),
+        ),
         failed => {
             let message = failed.failure_message().unwrap_or_default();
             eprintln!("{message}");
@@ -245,6 +304,8 @@ fn error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
 fn json(status: StatusCode, body: String) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
-    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
 }

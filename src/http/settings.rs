@@ -52,7 +52,14 @@ pub struct HttpSettings {
 /// malformed one is an error in either mode (it shows a mistake in the pod spec).
 pub fn from_annotations(annotations: &HashMap<String, String>) -> Result<Mode, PolicyError> {
     let get = |key: &str| annotations.get(key).map(|v| v.trim());
-    let port = parse_number(get(KEY_HTTP_PORT), KEY_HTTP_PORT, 1, u16::MAX as u64, DEFAULT_HTTP_PORT as u64, "a TCP port, 1-65535 (default 8080)")? as u16;
+    let port = parse_number(
+        get(KEY_HTTP_PORT),
+        KEY_HTTP_PORT,
+        1,
+        u16::MAX as u64,
+        DEFAULT_HTTP_PORT as u64,
+        "a TCP port, 1-65535 (default 8080)",
+    )? as u16;
     let max_concurrency = parse_number(
         get(KEY_MAX_CONCURRENCY),
         KEY_MAX_CONCURRENCY,
@@ -67,7 +74,9 @@ pub fn from_annotations(annotations: &HashMap<String, String>) -> Result<Mode, P
         0,
         max_concurrency as u64,
         0,
-        &format!("a number of pre-created instances, 0 to {KEY_MAX_CONCURRENCY} ({max_concurrency})"),
+        &format!(
+            "a number of pre-created instances, 0 to {KEY_MAX_CONCURRENCY} ({max_concurrency})"
+        ),
     )? as usize;
     let max_body_bytes = parse_number(
         get(KEY_MAX_BODY_BYTES),
@@ -88,12 +97,27 @@ pub fn from_annotations(annotations: &HashMap<String, String>) -> Result<Mode, P
     let version = match get(KEY_VERSION) {
         Some(v) if !v.is_empty() => {
             if v.len() > 128 || v.chars().any(|c| c.is_control()) {
-                return Err(error(KEY_VERSION, v, "not a usable metric label", "use a short printable version string such as v2 or 1.4.0"));
+                return Err(error(
+                    KEY_VERSION,
+                    v,
+                    "not a usable metric label",
+                    "use a short printable version string such as v2 or 1.4.0",
+                ));
             }
             v.to_string()
         }
-        Some(v) => return Err(error(KEY_VERSION, v, "empty", "remove it (the image reference is used) or write a version such as v2")),
-        None => annotations.get(CRI_IMAGE_NAME).cloned().unwrap_or_else(|| "unknown".to_string()),
+        Some(v) => {
+            return Err(error(
+                KEY_VERSION,
+                v,
+                "empty",
+                "remove it (the image reference is used) or write a version such as v2",
+            ))
+        }
+        None => annotations
+            .get(CRI_IMAGE_NAME)
+            .cloned()
+            .unwrap_or_else(|| "unknown".to_string()),
     };
     match get(KEY_MODE) {
         None => Ok(Mode::Command),
@@ -106,21 +130,48 @@ pub fn from_annotations(annotations: &HashMap<String, String>) -> Result<Mode, P
             max_body_bytes,
             drain_timeout: Duration::from_millis(drain_ms),
         })),
-        Some(m) => Err(error(KEY_MODE, m, "unknown mode", "write http (serve requests) or command (run once; the default)")),
+        Some(m) => Err(error(
+            KEY_MODE,
+            m,
+            "unknown mode",
+            "write http (serve requests) or command (run once; the default)",
+        )),
     }
 }
 
-fn parse_number(value: Option<&str>, key: &str, min: u64, max: u64, default: u64, expected: &str) -> Result<u64, PolicyError> {
+fn parse_number(
+    value: Option<&str>,
+    key: &str,
+    min: u64,
+    max: u64,
+    default: u64,
+    expected: &str,
+) -> Result<u64, PolicyError> {
     let Some(v) = value else { return Ok(default) };
     match v.parse::<u64>() {
         Ok(n) if (min..=max).contains(&n) => Ok(n),
-        Ok(_) => Err(error(key, v, &format!("out of range {min}-{max}"), &format!("write {expected}"))),
-        Err(_) => Err(error(key, v, "not a whole number", &format!("write {expected}"))),
+        Ok(_) => Err(error(
+            key,
+            v,
+            &format!("out of range {min}-{max}"),
+            &format!("write {expected}"),
+        )),
+        Err(_) => Err(error(
+            key,
+            v,
+            "not a whole number",
+            &format!("write {expected}"),
+        )),
     }
 }
 
 fn error(key: &str, value: &str, reason: &str, fix: &str) -> PolicyError {
-    PolicyError { key: key.to_string(), value: value.to_string(), reason: reason.to_string(), fix: fix.to_string() }
+    PolicyError {
+        key: key.to_string(),
+        value: value.to_string(),
+        reason: reason.to_string(),
+        fix: fix.to_string(),
+    }
 }
 
 #[cfg(test)]
@@ -128,7 +179,10 @@ mod tests {
     use super::*;
 
     fn annotations(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     fn http(pairs: &[(&str, &str)]) -> HttpSettings {
@@ -140,15 +194,29 @@ mod tests {
 
     #[test]
     fn the_policy_code_knows_every_key() {
-        for key in [KEY_MODE, KEY_HTTP_PORT, KEY_VERSION, KEY_WARM_POOL, KEY_MAX_CONCURRENCY, KEY_MAX_BODY_BYTES, KEY_DRAIN_TIMEOUT_MS] {
-            assert!(crate::policy::NON_POLICY_KEYS.contains(&key), "{key} would be reported as a typo");
+        for key in [
+            KEY_MODE,
+            KEY_HTTP_PORT,
+            KEY_VERSION,
+            KEY_WARM_POOL,
+            KEY_MAX_CONCURRENCY,
+            KEY_MAX_BODY_BYTES,
+            KEY_DRAIN_TIMEOUT_MS,
+        ] {
+            assert!(
+                crate::policy::NON_POLICY_KEYS.contains(&key),
+                "{key} would be reported as a typo"
+            );
         }
     }
 
     #[test]
     fn command_mode_is_the_default() {
         assert_eq!(from_annotations(&annotations(&[])).unwrap(), Mode::Command);
-        assert_eq!(from_annotations(&annotations(&[(KEY_MODE, "command")])).unwrap(), Mode::Command);
+        assert_eq!(
+            from_annotations(&annotations(&[(KEY_MODE, "command")])).unwrap(),
+            Mode::Command
+        );
     }
 
     #[test]
@@ -169,8 +237,19 @@ mod tests {
 
     #[test]
     fn version_falls_back_to_the_image_reference() {
-        assert_eq!(http(&[(KEY_MODE, "http"), (CRI_IMAGE_NAME, "docker.io/x/f:2")]).version, "docker.io/x/f:2");
-        assert_eq!(http(&[(KEY_MODE, "http"), (CRI_IMAGE_NAME, "x:2"), (KEY_VERSION, "v2")]).version, "v2");
+        assert_eq!(
+            http(&[(KEY_MODE, "http"), (CRI_IMAGE_NAME, "docker.io/x/f:2")]).version,
+            "docker.io/x/f:2"
+        );
+        assert_eq!(
+            http(&[
+                (KEY_MODE, "http"),
+                (CRI_IMAGE_NAME, "x:2"),
+                (KEY_VERSION, "v2")
+            ])
+            .version,
+            "v2"
+        );
     }
 
     #[test]
@@ -183,7 +262,10 @@ mod tests {
             (KEY_MAX_BODY_BYTES, "0"),
             (KEY_DRAIN_TIMEOUT_MS, "500"),
         ]);
-        assert_eq!((s.port, s.max_concurrency, s.warm_pool, s.max_body_bytes), (9000, 8, 8, 0));
+        assert_eq!(
+            (s.port, s.max_concurrency, s.warm_pool, s.max_body_bytes),
+            (9000, 8, 8, 0)
+        );
         assert_eq!(s.drain_timeout, Duration::from_millis(500));
     }
 
@@ -198,8 +280,12 @@ mod tests {
             (KEY_VERSION, "", "empty"),
         ];
         for (key, value, reason) in cases {
-            let e = from_annotations(&annotations(&[(KEY_MODE, "http"), (key, value)])).unwrap_err();
-            assert_eq!((e.key.as_str(), e.value.as_str(), e.reason.as_str()), (key, value, reason));
+            let e =
+                from_annotations(&annotations(&[(KEY_MODE, "http"), (key, value)])).unwrap_err();
+            assert_eq!(
+                (e.key.as_str(), e.value.as_str(), e.reason.as_str()),
+                (key, value, reason)
+            );
             assert!(e.to_string().contains("fix: "), "{e}");
         }
     }

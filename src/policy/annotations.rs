@@ -261,7 +261,11 @@ pub fn normalize_guest_path(path: &str) -> Result<String, Violation> {
         return Err(path_violation(path, "is empty"));
     }
     let parts = path_components(path)?;
-    Ok(if parts.is_empty() { ".".to_string() } else { parts.join("/") })
+    Ok(if parts.is_empty() {
+        ".".to_string()
+    } else {
+        parts.join("/")
+    })
 }
 
 fn path_violation(path: &str, what: &str) -> Violation {
@@ -424,7 +428,10 @@ mod tests {
         assert!(normalize_path("app").is_err());
         assert!(normalize_path("/app/../etc").is_err());
         assert!(normalize_path("/a\nb").is_err());
-        assert_eq!(normalize_guest_path("fs-tests.dir").unwrap(), "fs-tests.dir");
+        assert_eq!(
+            normalize_guest_path("fs-tests.dir").unwrap(),
+            "fs-tests.dir"
+        );
         assert_eq!(normalize_guest_path("./data/").unwrap(), "data");
         assert_eq!(normalize_guest_path(".").unwrap(), ".");
         assert_eq!(normalize_guest_path("./").unwrap(), ".");

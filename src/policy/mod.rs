@@ -202,7 +202,10 @@ pub fn resolve(
     let ours: BTreeMap<&str, &str> = annotations
         .iter()
         // Any case: `WasmEdge.io/policy` must be refused as a typo, not silently ignored.
-        .filter(|(k, _)| k.get(..PREFIX.len()).is_some_and(|p| p.eq_ignore_ascii_case(PREFIX)))
+        .filter(|(k, _)| {
+            k.get(..PREFIX.len())
+                .is_some_and(|p| p.eq_ignore_ascii_case(PREFIX))
+        })
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
     for (key, value) in &ours {

@@ -836,15 +836,37 @@ proptest! {
 #[test]
 fn relative_guest_names_are_preopen_names_and_the_ceiling_compares_them_exactly() {
     let mut ceiling = moderate();
-    ceiling.allowed_dirs.push(DirMapping { host_path: "/work".into(), guest_path: "fs-tests.dir".into(), readonly: false });
+    ceiling.allowed_dirs.push(DirMapping {
+        host_path: "/work".into(),
+        guest_path: "fs-tests.dir".into(),
+        readonly: false,
+    });
     let settings = PolicySettings::new(Presets::builtin(), EDGE_STRICT, ceiling).unwrap();
-    let p = resolve(&settings, &ann(&[(KEY_ALLOWED_DIRS, "/work:./fs-tests.dir/:rw")])).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(p.allowed_dirs, vec![DirMapping { host_path: "/work".into(), guest_path: "fs-tests.dir".into(), readonly: false }]);
+    let p = resolve(
+        &settings,
+        &ann(&[(KEY_ALLOWED_DIRS, "/work:./fs-tests.dir/:rw")]),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        p.allowed_dirs,
+        vec![DirMapping {
+            host_path: "/work".into(),
+            guest_path: "fs-tests.dir".into(),
+            readonly: false
+        }]
+    );
     // The same directory under another name, or "." for it, is not what the ceiling lists.
     for other in ["/work:.:rw", "/work:/fs-tests.dir:rw", "/work:data:rw"] {
         let e = resolve(&settings, &ann(&[(KEY_ALLOWED_DIRS, other)])).unwrap_err();
-        assert!(e.to_string().contains("is not allowed by the node ceiling"), "{other}: {e}");
+        assert!(
+            e.to_string().contains("is not allowed by the node ceiling"),
+            "{other}: {e}"
+        );
     }
     let e = resolve(&settings, &ann(&[(KEY_ALLOWED_DIRS, "/work:../up:rw")])).unwrap_err();
-    assert!(e.to_string().contains("path ../up contains a '..' component"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("path ../up contains a '..' component"),
+        "{e}"
+    );
 }

@@ -15,7 +15,8 @@ pub fn cgroup_mount_points() -> Vec<PathBuf> {
         .lines()
         .filter_map(|line| {
             let fields: Vec<&str> = line.split(' ').collect();
-            (fields.len() > 2 && (fields[2] == "cgroup" || fields[2] == "cgroup2")).then(|| PathBuf::from(fields[1]))
+            (fields.len() > 2 && (fields[2] == "cgroup" || fields[2] == "cgroup2"))
+                .then(|| PathBuf::from(fields[1]))
         })
         .collect()
 }
@@ -28,7 +29,8 @@ pub fn container_cgroup(spec_json: &[u8], id: &str) -> Option<String> {
     let path = spec.get("linux")?.get("cgroupsPath")?.as_str()?;
     let path = path.trim_end_matches('/');
     let last = path.rsplit('/').next()?;
-    (path.starts_with('/') && !id.is_empty() && last == id && !path.contains("/../")).then(|| path.to_string())
+    (path.starts_with('/') && !id.is_empty() && last == id && !path.contains("/../"))
+        .then(|| path.to_string())
 }
 
 /// Kills what is left in the container's cgroups and removes them (deepest first).
@@ -51,7 +53,11 @@ pub fn remove_container_cgroups(bundle: &Path, id: &str) -> Result<()> {
 /// it about 100 ms to leave before removing them fails the whole delete ("could not delete");
 /// on a busy node an exiting process can take longer. Kills and waits up to `limit` until the
 /// cgroups are empty; returns whether they are.
-pub fn drain_container_cgroups(bundle: &Path, id: &str, limit: std::time::Duration) -> Result<bool> {
+pub fn drain_container_cgroups(
+    bundle: &Path,
+    id: &str,
+    limit: std::time::Duration,
+) -> Result<bool> {
     let dirs = container_cgroup_dirs(bundle, id)?;
     let deadline = std::time::Instant::now() + limit;
     while kill_processes_in(&dirs) > 0 {
@@ -66,8 +72,11 @@ pub fn drain_container_cgroups(bundle: &Path, id: &str, limit: std::time::Durati
 /// The container's cgroup directories in every hierarchy, children before their parents;
 /// none unless the spec names the container's own cgroupfs path (see [`container_cgroup`]).
 fn container_cgroup_dirs(bundle: &Path, id: &str) -> Result<Vec<PathBuf>> {
-    let spec = std::fs::read(bundle.join("config.json")).context("reading the bundle's config.json")?;
-    let Some(cgroup) = container_cgroup(&spec, id) else { return Ok(Vec::new()) };
+    let spec =
+        std::fs::read(bundle.join("config.json")).context("reading the bundle's config.json")?;
+    let Some(cgroup) = container_cgroup(&spec, id) else {
+        return Ok(Vec::new());
+    };
     let mut dirs = Vec::new();
     for root in cgroup_mount_points() {
         let dir = root.join(cgroup.trim_start_matches('/'));
@@ -83,7 +92,10 @@ fn container_cgroup_dirs(bundle: &Path, id: &str) -> Result<Vec<PathBuf>> {
 fn kill_processes_in(dirs: &[PathBuf]) -> usize {
     let mut found = 0;
     for d in dirs {
-        for pid in std::fs::read_to_string(d.join("cgroup.procs")).unwrap_or_default().lines() {
+        for pid in std::fs::read_to_string(d.join("cgroup.procs"))
+            .unwrap_or_default()
+            .lines()
+        {
             if let Ok(pid) = pid.trim().parse::<i32>() {
                 found += 1;
                 // SAFETY: plain syscall; the process is in this container's own cgroup.
@@ -96,7 +108,9 @@ fn kill_processes_in(dirs: &[PathBuf]) -> usize {
 
 /// Every directory below `dir`, children before their parents.
 pub fn collect_dirs(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     for e in entries.flatten() {
         if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
             collect_dirs(&e.path(), out);
@@ -125,10 +139,15 @@ mod tests {
             eprintln!("skipped: no cgroup v1 memory hierarchy");
             return;
         };
-        let Some(root) = std::fs::read_to_string("/proc/self/mounts").unwrap().lines().find_map(|l| {
-            let f: Vec<&str> = l.split(' ').collect();
-            (f.len() > 3 && f[2] == "cgroup" && f[3].split(',').any(|o| o == "memory")).then(|| PathBuf::from(f[1]))
-        }) else {
+        let Some(root) = std::fs::read_to_string("/proc/self/mounts")
+            .unwrap()
+            .lines()
+            .find_map(|l| {
+                let f: Vec<&str> = l.split(' ').collect();
+                (f.len() > 3 && f[2] == "cgroup" && f[3].split(',').any(|o| o == "memory"))
+                    .then(|| PathBuf::from(f[1]))
+            })
+        else {
             eprintln!("skipped: memory hierarchy not mounted");
             return;
         };
@@ -138,25 +157,41 @@ mod tests {
         std::fs::create_dir(&dir).unwrap();
         let bundle = tempfile::tempdir().unwrap();
         std::fs::write(bundle.path().join("config.json"), spec(&cgroup)).unwrap();
-        let mut child = std::process::Command::new("sleep").arg("100").spawn().unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("100")
+            .spawn()
+            .unwrap();
         std::fs::write(dir.join("cgroup.procs"), child.id().to_string()).unwrap();
 
-        let drained = drain_container_cgroups(bundle.path(), &id, std::time::Duration::from_secs(10));
+        let drained =
+            drain_container_cgroups(bundle.path(), &id, std::time::Duration::from_secs(10));
         let status = child.wait().unwrap();
         let removed = std::fs::remove_dir(&dir);
         assert!(drained.unwrap(), "cgroup not empty");
-        assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(libc::SIGKILL));
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(libc::SIGKILL)
+        );
         removed.unwrap();
     }
 
     #[test]
     fn only_the_containers_own_cgroupfs_path() {
-        assert_eq!(container_cgroup(&spec("/kubepods/pod1/abc"), "abc").as_deref(), Some("/kubepods/pod1/abc"));
-        assert_eq!(container_cgroup(&spec("/ns/abc/"), "abc").as_deref(), Some("/ns/abc"));
+        assert_eq!(
+            container_cgroup(&spec("/kubepods/pod1/abc"), "abc").as_deref(),
+            Some("/kubepods/pod1/abc")
+        );
+        assert_eq!(
+            container_cgroup(&spec("/ns/abc/"), "abc").as_deref(),
+            Some("/ns/abc")
+        );
         assert_eq!(container_cgroup(&spec(""), "abc"), None);
         assert_eq!(container_cgroup(&spec("/"), "abc"), None);
         assert_eq!(container_cgroup(&spec("/kubepods/pod1"), "abc"), None);
-        assert_eq!(container_cgroup(&spec("system.slice:cri-containerd:abc"), "abc"), None);
+        assert_eq!(
+            container_cgroup(&spec("system.slice:cri-containerd:abc"), "abc"),
+            None
+        );
         assert_eq!(container_cgroup(&spec("/a/../abc"), "abc"), None);
         assert_eq!(container_cgroup(&spec("/a/abc"), ""), None);
         assert_eq!(container_cgroup(b"{}", "abc"), None);

@@ -8,7 +8,9 @@
 use std::sync::Arc;
 
 use libcontainer::workload::default::DefaultExecutor;
-use libcontainer::workload::{Executor as WorkloadExecutor, ExecutorError, ExecutorSetEnvsError, ExecutorValidationError};
+use libcontainer::workload::{
+    Executor as WorkloadExecutor, ExecutorError, ExecutorSetEnvsError, ExecutorValidationError,
+};
 use oci_spec::runtime::Spec;
 
 use super::launch::{Launch, WasmLaunch};
@@ -57,7 +59,10 @@ impl WorkloadExecutor for Executor {
 
     /// A module gets only the policy's variables, through its WASI environment, never the
     /// process's.
-    fn setup_envs(&self, envs: std::collections::HashMap<String, String>) -> Result<(), ExecutorSetEnvsError> {
+    fn setup_envs(
+        &self,
+        envs: std::collections::HashMap<String, String>,
+    ) -> Result<(), ExecutorSetEnvsError> {
         match &*self.0 {
             Launch::Native => DefaultExecutor {}.setup_envs(envs),
             _ => Ok(()),
@@ -74,7 +79,10 @@ fn enter_sandbox() {
     let closed = unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
     if closed != 0 {
         // close_range is in every kernel youki supports; refuse to run rather than leak.
-        eprintln!("cannot close inherited descriptors: {}", std::io::Error::last_os_error());
+        eprintln!(
+            "cannot close inherited descriptors: {}",
+            std::io::Error::last_os_error()
+        );
         std::process::exit(exit_code::LOAD_FAILED);
     }
 }
@@ -101,10 +109,14 @@ fn run(launch: &WasmLaunch) -> i32 {
             run_command(&module, run, launch.timeout)
         }
         Mode::Http(settings) => {
-            let slot = SlotSpec { run, timeout: launch.timeout };
+            let slot = SlotSpec {
+                run,
+                timeout: launch.timeout,
+            };
             // A thread of its own: the HTTP runtime must not nest in another executor.
             let settings = settings.clone();
-            let served = std::thread::spawn(move || http::serve(settings, slot, move || Ok(module))).join();
+            let served =
+                std::thread::spawn(move || http::serve(settings, slot, move || Ok(module))).join();
             match served {
                 Ok(Served::Stopped { drained }) => {
                     if !drained {
@@ -147,7 +159,12 @@ fn run_command(module: &wasmedge_sdk::Module, run: RunSpec, timeout: std::time::
     start_time_limit(timeout.as_millis() as u64);
     let report = match engine::run_command(module, run) {
         Ok(report) => report,
-        Err(e) => return report_failure(&format!("failed to start module: {e:#}"), exit_code::LOAD_FAILED),
+        Err(e) => {
+            return report_failure(
+                &format!("failed to start module: {e:#}"),
+                exit_code::LOAD_FAILED,
+            )
+        }
     };
     for violation in &report.violations {
         eprintln!("{violation}");
@@ -163,7 +180,10 @@ fn run_command(module: &wasmedge_sdk::Module, run: RunSpec, timeout: std::time::
 fn start_time_limit(timeout_ms: u64) {
     std::thread::spawn(move || {
         std::thread::sleep(std::time::Duration::from_millis(timeout_ms));
-        report_failure(&engine::time_limit_message(timeout_ms), exit_code::TIME_LIMIT);
+        report_failure(
+            &engine::time_limit_message(timeout_ms),
+            exit_code::TIME_LIMIT,
+        );
         // SAFETY: _exit ends the process without running destructors, as intended here.
         unsafe { libc::_exit(exit_code::TIME_LIMIT) }
     });
@@ -177,7 +197,10 @@ const TERMINATION_LOG: &str = "/dev/termination-log";
 fn report_failure(message: &str, code: i32) -> i32 {
     log::error!("{message}");
     eprintln!("{message}");
-    if let Ok(mut f) = std::fs::OpenOptions::new().append(true).open(TERMINATION_LOG) {
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .append(true)
+        .open(TERMINATION_LOG)
+    {
         use std::io::Write;
         let _ = writeln!(f, "{message}");
     }
@@ -192,7 +215,11 @@ fn exit_on_termination_signals() {
         unsafe { libc::_exit(128 + sig) }
     }
     use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
-    let action = SigAction::new(SigHandler::Handler(on_signal), SaFlags::empty(), SigSet::empty());
+    let action = SigAction::new(
+        SigHandler::Handler(on_signal),
+        SaFlags::empty(),
+        SigSet::empty(),
+    );
     for sig in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
         // SAFETY: the handler only calls _exit.
         unsafe {
@@ -208,16 +235,26 @@ fn exit_on_termination_signals() {
 fn make_stdin_read_only() {
     use nix::fcntl::{fcntl, open, FcntlArg, OFlag};
     use nix::sys::stat::{fstat, Mode, SFlag};
-    let is_fifo = fstat(0).map(|st| SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFIFO).unwrap_or(false);
-    let read_write = fcntl(0, FcntlArg::F_GETFL).map(|fl| OFlag::from_bits_truncate(fl) & OFlag::O_ACCMODE == OFlag::O_RDWR).unwrap_or(false);
+    let is_fifo = fstat(0)
+        .map(|st| SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFIFO)
+        .unwrap_or(false);
+    let read_write = fcntl(0, FcntlArg::F_GETFL)
+        .map(|fl| OFlag::from_bits_truncate(fl) & OFlag::O_ACCMODE == OFlag::O_RDWR)
+        .unwrap_or(false);
     if !(is_fifo && read_write) {
         return;
     }
-    match open("/proc/self/fd/0", OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty()) {
+    match open(
+        "/proc/self/fd/0",
+        OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    ) {
         Ok(fd) => {
             let _ = nix::unistd::dup2(fd, 0);
             let _ = nix::unistd::close(fd);
         }
-        Err(e) => log::warn!("could not reopen stdin read-only ({e}); a module reading to EOF may block"),
+        Err(e) => {
+            log::warn!("could not reopen stdin read-only ({e}); a module reading to EOF may block")
+        }
     }
 }

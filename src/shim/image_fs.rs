@@ -37,7 +37,11 @@ pub struct ImageFile {
 
 impl ImageFs {
     pub fn open(bundle: &Path, spec: &Spec) -> io::Result<Self> {
-        let rootfs = spec.root().as_ref().map(|r| r.path().clone()).unwrap_or_else(|| PathBuf::from("rootfs"));
+        let rootfs = spec
+            .root()
+            .as_ref()
+            .map(|r| r.path().clone())
+            .unwrap_or_else(|| PathBuf::from("rootfs"));
         let root = open_path(&bundle.join(rootfs))?;
         let mut binds: Vec<(PathBuf, PathBuf)> = spec
             .mounts()
@@ -45,19 +49,36 @@ impl ImageFs {
             .flatten()
             .filter(|m| {
                 m.typ().as_deref() == Some("bind")
-                    || m.options().iter().flatten().any(|o| o == "bind" || o == "rbind")
+                    || m.options()
+                        .iter()
+                        .flatten()
+                        .any(|o| o == "bind" || o == "rbind")
             })
             .filter_map(|m| Some((normalize(m.destination()), m.source().clone()?)))
             .collect();
         binds.sort_by_key(|(dest, _)| std::cmp::Reverse(dest.components().count()));
         let process = spec.process().as_ref();
-        let cwd = process.map(|p| p.cwd().clone()).unwrap_or_else(|| PathBuf::from("/"));
+        let cwd = process
+            .map(|p| p.cwd().clone())
+            .unwrap_or_else(|| PathBuf::from("/"));
         let path_var = process
             .and_then(|p| p.env().as_ref())
-            .and_then(|env| env.iter().find_map(|e| e.strip_prefix("PATH=").map(str::to_string)))
+            .and_then(|env| {
+                env.iter()
+                    .find_map(|e| e.strip_prefix("PATH=").map(str::to_string))
+            })
             .unwrap_or_else(|| DEFAULT_PATH.to_string());
-        let path = path_var.split(':').filter(|d| !d.is_empty()).map(PathBuf::from).collect();
-        Ok(ImageFs { root, binds, cwd, path })
+        let path = path_var
+            .split(':')
+            .filter(|d| !d.is_empty())
+            .map(PathBuf::from)
+            .collect();
+        Ok(ImageFs {
+            root,
+            binds,
+            cwd,
+            path,
+        })
     }
 
     /// The file a program name refers to, as the container resolves it: a name with a `/` is
@@ -70,14 +91,23 @@ impl ImageFs {
         let candidates: Vec<PathBuf> = if name.contains('/') {
             vec![self.cwd.join(name)]
         } else {
-            self.path.iter().chain(std::iter::once(&self.cwd)).map(|dir| self.cwd.join(dir).join(name)).collect()
+            self.path
+                .iter()
+                .chain(std::iter::once(&self.cwd))
+                .map(|dir| self.cwd.join(dir).join(name))
+                .collect()
         };
-        candidates.into_iter().find_map(|c| self.open_file(&normalize(&c)).ok())
+        candidates
+            .into_iter()
+            .find_map(|c| self.open_file(&normalize(&c)).ok())
     }
 
     /// Whether `path` (absolute, in the container) is a directory there.
     pub fn is_dir(&self, path: &Path) -> bool {
-        self.open_at(&normalize(path)).and_then(|f| f.metadata()).map(|m| m.is_dir()).unwrap_or(false)
+        self.open_at(&normalize(path))
+            .and_then(|f| f.metadata())
+            .map(|m| m.is_dir())
+            .unwrap_or(false)
     }
 
     /// Opens the regular file at `path` (absolute, in the container).
@@ -85,10 +115,18 @@ impl ImageFs {
         let file = self.open_at(path)?;
         let meta = file.metadata()?;
         if !meta.is_file() {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not a regular file",
+            ));
         }
         use std::os::unix::fs::MetadataExt;
-        Ok(ImageFile { path: path.to_path_buf(), mode: meta.mode(), size: meta.len(), file })
+        Ok(ImageFile {
+            path: path.to_path_buf(),
+            mode: meta.mode(),
+            size: meta.len(),
+            file,
+        })
     }
 
     /// Opens `path` (absolute and normalized, in the container) read-only.
@@ -98,12 +136,18 @@ impl ImageFs {
                 let rest = path.strip_prefix(dest).unwrap_or(Path::new(""));
                 if rest.as_os_str().is_empty() {
                     // A single-file bind mount: the source itself (a node path kubelet chose).
-                    (open_path(source.parent().unwrap_or(Path::new("/")))?, PathBuf::from(source.file_name().unwrap_or_default()))
+                    (
+                        open_path(source.parent().unwrap_or(Path::new("/")))?,
+                        PathBuf::from(source.file_name().unwrap_or_default()),
+                    )
                 } else {
                     (open_path(source)?, rest.to_path_buf())
                 }
             }
-            None => (self.root.try_clone()?, path.strip_prefix("/").unwrap_or(path).to_path_buf()),
+            None => (
+                self.root.try_clone()?,
+                path.strip_prefix("/").unwrap_or(path).to_path_buf(),
+            ),
         };
         // O_PATH: nothing is opened for reading yet (a FIFO would block, a device would be
         // touched); regular files are reopened through the descriptor by `open_file`'s caller.
@@ -116,12 +160,21 @@ impl ImageFile {
     /// The whole file, refused above `limit` bytes.
     pub fn read_all(&mut self, limit: u64) -> io::Result<Vec<u8>> {
         if self.size > limit {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, format!("{} bytes, more than the node's max_module_bytes ({limit})", self.size)));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "{} bytes, more than the node's max_module_bytes ({limit})",
+                    self.size
+                ),
+            ));
         }
         let mut bytes = Vec::with_capacity(self.size as usize);
         (&mut self.file).take(limit + 1).read_to_end(&mut bytes)?;
         if bytes.len() as u64 > limit {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, format!("more than the node's max_module_bytes ({limit})")));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("more than the node's max_module_bytes ({limit})"),
+            ));
         }
         Ok(bytes)
     }
@@ -148,9 +201,17 @@ fn reopen_if_regular(fd: OwnedFd) -> io::Result<File> {
         return Ok(path_only);
     }
     // The daemon's own /proc names the descriptor; reopening it cannot resolve anything else.
-    let c = cstring(Path::new(&format!("/proc/self/fd/{}", path_only.as_raw_fd())))?;
+    let c = cstring(Path::new(&format!(
+        "/proc/self/fd/{}",
+        path_only.as_raw_fd()
+    )))?;
     // SAFETY: valid C string.
-    let fd = unsafe { libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOCTTY) };
+    let fd = unsafe {
+        libc::open(
+            c.as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOCTTY,
+        )
+    };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -174,14 +235,20 @@ fn normalize(path: &Path) -> PathBuf {
 }
 
 fn cstring(path: &Path) -> io::Result<CString> {
-    CString::new(path.as_os_str().as_bytes()).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))
+    CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))
 }
 
 /// An `O_PATH` descriptor of a node directory (a trusted path).
 fn open_path(path: &Path) -> io::Result<OwnedFd> {
     let c = cstring(path)?;
     // SAFETY: valid C string.
-    let fd = unsafe { libc::open(c.as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) };
+    let fd = unsafe {
+        libc::open(
+            c.as_ptr(),
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -200,7 +267,11 @@ struct OpenHow {
 /// openat2 with `dirfd` as the root of the lookup: absolute symlinks and `..` stay inside it,
 /// magic links (`/proc/*/fd/*`, …) are refused.
 pub fn open_in_root(dirfd: RawFd, path: &Path, flags: i32) -> io::Result<OwnedFd> {
-    let c = cstring(if path.as_os_str().is_empty() { Path::new(".") } else { path })?;
+    let c = cstring(if path.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        path
+    })?;
     let how = OpenHow {
         flags: (flags | libc::O_CLOEXEC) as u32 as u64,
         mode: 0,
@@ -208,7 +279,15 @@ pub fn open_in_root(dirfd: RawFd, path: &Path, flags: i32) -> io::Result<OwnedFd
     };
     loop {
         // SAFETY: a valid C string and an open_how of the size passed.
-        let r = unsafe { libc::syscall(libc::SYS_openat2, dirfd, c.as_ptr(), &how as *const OpenHow, std::mem::size_of::<OpenHow>()) };
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_openat2,
+                dirfd,
+                c.as_ptr(),
+                &how as *const OpenHow,
+                std::mem::size_of::<OpenHow>(),
+            )
+        };
         if r >= 0 {
             // SAFETY: a fresh descriptor owned by nobody else.
             return Ok(unsafe { OwnedFd::from_raw_fd(r as RawFd) });
@@ -229,7 +308,13 @@ mod tests {
     fn spec(cwd: &str, env: &[&str], mounts: Vec<oci_spec::runtime::Mount>) -> Spec {
         SpecBuilder::default()
             .root(RootBuilder::default().path("rootfs").build().unwrap())
-            .process(ProcessBuilder::default().cwd(cwd).env(env.iter().map(|s| s.to_string()).collect::<Vec<_>>()).build().unwrap())
+            .process(
+                ProcessBuilder::default()
+                    .cwd(cwd)
+                    .env(env.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                    .build()
+                    .unwrap(),
+            )
             .mounts(mounts)
             .build()
             .unwrap()
@@ -247,10 +332,19 @@ mod tests {
         symlink("/proc/self/fd/0", rootfs.join("app/magic")).unwrap();
         symlink("/proc/self/root/etc/passwd", rootfs.join("app/proc")).unwrap();
         let fs = ImageFs::open(bundle.path(), &spec("/", &[], vec![])).unwrap();
-        assert_eq!(fs.find("/app/abs").unwrap().read_all(100).unwrap(), b"\0asm\x01\0\0\0");
-        assert!(fs.find("/app/up").is_none(), "`..` must not leave the rootfs");
+        assert_eq!(
+            fs.find("/app/abs").unwrap().read_all(100).unwrap(),
+            b"\0asm\x01\0\0\0"
+        );
+        assert!(
+            fs.find("/app/up").is_none(),
+            "`..` must not leave the rootfs"
+        );
         assert!(fs.find("/app/magic").is_none(), "magic links are refused");
-        assert!(fs.find("/app/proc").is_none(), "/proc of the rootfs is empty, not the node's");
+        assert!(
+            fs.find("/app/proc").is_none(),
+            "/proc of the rootfs is empty, not the node's"
+        );
         assert!(fs.find("/app").is_none(), "directories are not files");
     }
 
@@ -261,7 +355,11 @@ mod tests {
         std::fs::create_dir_all(rootfs.join("bin")).unwrap();
         std::fs::create_dir_all(rootfs.join("work")).unwrap();
         std::fs::write(rootfs.join("bin/tool"), b"#!/bin/sh\n").unwrap();
-        std::fs::set_permissions(rootfs.join("bin/tool"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(
+            rootfs.join("bin/tool"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
         std::fs::write(rootfs.join("work/here.wasm"), b"\0asm").unwrap();
         let volume = tempfile::tempdir().unwrap();
         std::fs::write(volume.path().join("m.wasm"), b"\0asm volume").unwrap();
@@ -279,7 +377,10 @@ mod tests {
         let here = fs.find("here.wasm").unwrap();
         assert_eq!(here.path, PathBuf::from("/work/here.wasm"));
         assert!(!here.is_native_executable());
-        assert_eq!(fs.find("/data/m.wasm").unwrap().read_all(100).unwrap(), b"\0asm volume");
+        assert_eq!(
+            fs.find("/data/m.wasm").unwrap().read_all(100).unwrap(),
+            b"\0asm volume"
+        );
         assert!(fs.find("/data/../work/here.wasm").is_some());
         let err = fs.find("/work/here.wasm").unwrap().read_all(2).unwrap_err();
         assert!(err.to_string().contains("max_module_bytes"), "{err}");

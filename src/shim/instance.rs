@@ -65,7 +65,11 @@ fn build(arg: Build) -> Result<(), String> {
         if let Ok(f) = cfg.open_stderr() {
             builder = builder.with_stderr(f);
         }
-        Ok(builder.as_init(&cfg.bundle).as_sibling(true).with_systemd(cfg.config.systemd_cgroup).build()?)
+        Ok(builder
+            .as_init(&cfg.bundle)
+            .as_sibling(true)
+            .with_systemd(cfg.config.systemd_cgroup)
+            .build()?)
     })()
     .map_err(|e| format!("{e:#}"))?;
     CONTAINER.with_borrow_mut(|c| *c = Some(container));
@@ -81,7 +85,11 @@ fn with_container<T>(f: impl FnOnce(&mut Container) -> anyhow::Result<T>) -> Res
 }
 
 fn pid(_: ()) -> Result<i32, String> {
-    with_container(|c| c.pid().map(|p| p.as_raw()).ok_or_else(|| anyhow::anyhow!("container has no pid")))
+    with_container(|c| {
+        c.pid()
+            .map(|p| p.as_raw())
+            .ok_or_else(|| anyhow::anyhow!("container has no pid"))
+    })
 }
 
 fn start(_: ()) -> Result<(), String> {
@@ -90,7 +98,8 @@ fn start(_: ()) -> Result<(), String> {
 
 fn kill(signal: u32) -> Result<(), String> {
     with_container(|c| {
-        let signal = Signal::try_from(signal as i32).map_err(|e| anyhow::anyhow!("invalid signal {signal}: {e}"))?;
+        let signal = Signal::try_from(signal as i32)
+            .map_err(|e| anyhow::anyhow!("invalid signal {signal}: {e}"))?;
         Ok(c.kill(signal, true)?)
     })
 }
@@ -107,17 +116,30 @@ impl WasmEdgeInstance {
     {
         match self.keeper.try_run(f, arg) {
             Ok(result) => result.map_err(Error::Others),
-            Err(e) => Err(Error::Others(format!("container process of {}: {e}", self.id))),
+            Err(e) => Err(Error::Others(format!(
+                "container process of {}: {e}",
+                self.id
+            ))),
         }
     }
 }
 
 impl Instance for WasmEdgeInstance {
     async fn new(id: String, cfg: &InstanceConfig) -> Result<Self, Error> {
-        let spec = Spec::load(cfg.bundle.join("config.json")).map_err(|e| Error::InvalidArgument(format!("could not load runtime spec: {e}")))?;
+        let spec = Spec::load(cfg.bundle.join("config.json"))
+            .map_err(|e| Error::InvalidArgument(format!("could not load runtime spec: {e}")))?;
         let max_bytes = super::node().config.max_module_bytes;
-        let layers = oci_layers::wasm_layers(&cfg.containerd_address, &cfg.namespace, &id, max_bytes).await.unwrap_or_else(|e| {
-            log::warn!("container {id}: no wasm layers read from containerd ({e:#}); using the rootfs");
+        let layers = oci_layers::wasm_layers(
+            &cfg.containerd_address,
+            &cfg.namespace,
+            &id,
+            max_bytes,
+        )
+        .await
+        .unwrap_or_else(|e| {
+            log::warn!(
+                "container {id}: no wasm layers read from containerd ({e:#}); using the rootfs"
+            );
             vec![]
         });
         let bundle = cfg.bundle.clone();
@@ -126,12 +148,23 @@ impl Instance for WasmEdgeInstance {
             .await
             .map_err(|e| Error::Others(format!("preparing container {id}: {e}")))?;
         let keeper = Zygote::global().spawn();
-        match keeper.try_run(build, Build { id: id.clone(), cfg: cfg.clone(), launch }) {
+        match keeper.try_run(
+            build,
+            Build {
+                id: id.clone(),
+                cfg: cfg.clone(),
+                launch,
+            },
+        ) {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(Error::Others(format!("creating container {id}: {e}"))),
             Err(e) => return Err(Error::Others(format!("creating container {id}: {e}"))),
         }
-        Ok(WasmEdgeInstance { id, keeper, exit_code: WaitableCell::new() })
+        Ok(WasmEdgeInstance {
+            id,
+            keeper,
+            exit_code: WaitableCell::new(),
+        })
     }
 
     async fn start(&self) -> Result<u32, Error> {
@@ -139,7 +172,8 @@ impl Instance for WasmEdgeInstance {
         let guard = self.exit_code.clone().set_guard_with(|| (137, Utc::now()));
         let pid = self.keeper_run(pid, ())?;
         // Before `start`, so that the exit cannot be missed.
-        let exit = ExitWatch::new(pid).map_err(|e| Error::Others(format!("watching {}: {e}", self.id)))?;
+        let exit =
+            ExitWatch::new(pid).map_err(|e| Error::Others(format!("watching {}: {e}", self.id)))?;
         self.keeper_run(start, ())?;
         let exit_code = self.exit_code.clone();
         tokio::spawn(async move {
@@ -192,7 +226,11 @@ impl ExitWatch {
             return Err(std::io::Error::last_os_error());
         }
         // SAFETY: a fresh descriptor owned by nobody else.
-        Ok(ExitWatch { fd: unsafe { OwnedFd::from_raw_fd(fd as i32) }, pid, events })
+        Ok(ExitWatch {
+            fd: unsafe { OwnedFd::from_raw_fd(fd as i32) },
+            pid,
+            events,
+        })
     }
 
     async fn wait(self) -> std::io::Result<WaitStatus> {
@@ -200,7 +238,10 @@ impl ExitWatch {
         let fd = unsafe { AsyncFd::register(self.fd) }.map_err(|e| e.into_parts().1)?;
         loop {
             // Checked before every wait: readiness is edge-triggered.
-            match waitid(Id::PIDFd(fd.as_fd()), WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG) {
+            match waitid(
+                Id::PIDFd(fd.as_fd()),
+                WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG,
+            ) {
                 Ok(WaitStatus::StillAlive) => {
                     let _ = fd.readable().await?;
                 }
@@ -208,9 +249,14 @@ impl ExitWatch {
                 Err(nix::errno::Errno::ECHILD) => {
                     let (pid, events) = (self.pid, self.events);
                     return tokio::task::spawn_blocking(move || {
-                        while let Ok(ExitEvent { subject, exit_code }) = events.rx.recv_timeout(Duration::from_secs(2)) {
+                        while let Ok(ExitEvent { subject, exit_code }) =
+                            events.rx.recv_timeout(Duration::from_secs(2))
+                        {
                             if matches!(subject, Subject::Pid(p) if p == pid) {
-                                return Ok(WaitStatus::Exited(nix::unistd::Pid::from_raw(pid), exit_code));
+                                return Ok(WaitStatus::Exited(
+                                    nix::unistd::Pid::from_raw(pid),
+                                    exit_code,
+                                ));
                             }
                         }
                         Err(std::io::Error::other("exit status lost"))

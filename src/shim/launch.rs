@@ -29,7 +29,10 @@ pub enum Launch {
     Native,
     Wasm(Box<WasmLaunch>),
     /// Refused before anything of the image runs: the container reports `message` and exits.
-    Refused { message: String, exit_code: i32 },
+    Refused {
+        message: String,
+        exit_code: i32,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -56,17 +59,33 @@ pub fn prepare(bundle: &Path, spec: &Spec, layers: Vec<OciModule>) -> Launch {
     if annotations.get(CONTAINER_TYPE).map(String::as_str) == Some("sandbox") {
         return Launch::Native;
     }
-    let args: Vec<String> = spec.process().as_ref().and_then(|p| p.args().clone()).unwrap_or_default();
+    let args: Vec<String> = spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.args().clone())
+        .unwrap_or_default();
     let arg0 = args.first().map(String::as_str).unwrap_or("");
     let (module_path, func) = arg0.split_once('#').unwrap_or((arg0, "_start"));
     let fs = match ImageFs::open(bundle, spec) {
         Ok(fs) => fs,
-        Err(e) => return Launch::refused(format!("cannot read the container's rootfs: {e}"), exit_code::LOAD_FAILED),
+        Err(e) => {
+            return Launch::refused(
+                format!("cannot read the container's rootfs: {e}"),
+                exit_code::LOAD_FAILED,
+            )
+        }
     };
-    let file = if layers.is_empty() { fs.find(module_path) } else { None };
+    let file = if layers.is_empty() {
+        fs.find(module_path)
+    } else {
+        None
+    };
     if let Some(f) = file.as_ref().filter(|f| f.is_native_executable()) {
         if node.config.allow_native_containers {
-            log::info!("running {} natively (allow_native_containers)", f.path.display());
+            log::info!(
+                "running {} natively (allow_native_containers)",
+                f.path.display()
+            );
             return Launch::Native;
         }
         return Launch::refused(
@@ -84,27 +103,48 @@ pub fn prepare(bundle: &Path, spec: &Spec, layers: Vec<OciModule>) -> Launch {
     };
     log::info!("sandbox policy: {}", policy.summary());
     let trust = node.config.trust_image_native_code;
-    let compile = |bytecode: &[u8]| aot::compile_in_zygote(bytecode.to_vec(), &node.config.aot_cache_dir);
+    let compile =
+        |bytecode: &[u8]| aot::compile_in_zygote(bytecode.to_vec(), &node.config.aot_cache_dir);
     let module = match (layers.as_slice(), file) {
-        ([layer], _) => {
-            engine::prepare_module(&layer.bytes, &format!("OCI layer {}", layer.digest), None, node_cache(), trust, compile)
-        }
+        ([layer], _) => engine::prepare_module(
+            &layer.bytes,
+            &format!("OCI layer {}", layer.digest),
+            None,
+            node_cache(),
+            trust,
+            compile,
+        ),
         ([], Some(mut file)) => match file.read_all(node.config.max_module_bytes) {
             Ok(bytes) => {
                 let origin = file.path.display().to_string();
-                engine::prepare_module(&bytes, &origin, Some(&file.path), node_cache(), trust, compile)
+                engine::prepare_module(
+                    &bytes,
+                    &origin,
+                    Some(&file.path),
+                    node_cache(),
+                    trust,
+                    compile,
+                )
             }
             Err(e) => Err(LoadError(format!("{}: {e}", file.path.display()))),
         },
-        ([], None) => Err(LoadError(format!("{module_path}: module not found in the image"))),
-        (_, _) => Err(LoadError("the image has several wasm layers; one module per container is supported".into())),
+        ([], None) => Err(LoadError(format!(
+            "{module_path}: module not found in the image"
+        ))),
+        (_, _) => Err(LoadError(
+            "the image has several wasm layers; one module per container is supported".into(),
+        )),
     };
     let module = match module {
         Ok(module) => module,
         Err(e) => return Launch::refused(e.to_string(), exit_code::LOAD_FAILED),
     };
     log::info!("module ready ({:?}), calling {func}", module.path);
-    let envs = spec.process().as_ref().and_then(|p| p.env().clone()).unwrap_or_default();
+    let envs = spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.env().clone())
+        .unwrap_or_default();
     let run = RunSpec {
         func: func.to_string(),
         args,
@@ -114,16 +154,22 @@ pub fn prepare(bundle: &Path, spec: &Spec, layers: Vec<OciModule>) -> Launch {
         allowed_hosts: policy.allowed_hosts.clone(),
         max_network_requests: policy.max_network_requests,
     };
-    Launch::Wasm(Box::new(WasmLaunch { module, run, mode, timeout: Duration::from_millis(policy.execution_timeout_ms) }))
+    Launch::Wasm(Box::new(WasmLaunch {
+        module,
+        run,
+        mode,
+        timeout: Duration::from_millis(policy.execution_timeout_ms),
+    }))
 }
 
 /// This container's policy and mode: its annotations resolved against the node's presets and
 /// ceiling. An error is the message to show the user.
 fn settings(annotations: &HashMap<String, String>) -> Result<(WasiSandboxPolicy, Mode), String> {
-    let settings = node()
-        .policies
-        .as_ref()
-        .map_err(|e| format!("the node's sandbox policy config is invalid: {e}; fix the node config (see README)"))?;
+    let settings = node().policies.as_ref().map_err(|e| {
+        format!(
+            "the node's sandbox policy config is invalid: {e}; fix the node config (see README)"
+        )
+    })?;
     let policy = policy::resolve(settings, annotations).map_err(|e| e.to_string())?;
     let mode = http::settings::from_annotations(annotations).map_err(|e| e.to_string())?;
     Ok((policy, mode))
@@ -134,7 +180,11 @@ fn allowed_envs(envs: &[String], policy: &WasiSandboxPolicy) -> Vec<(String, Str
     let mut kept = vec![];
     for entry in envs {
         let (name, value) = entry.split_once('=').unwrap_or((entry, ""));
-        if policy.allowed_env_vars.iter().any(|allowed| allowed == name) {
+        if policy
+            .allowed_env_vars
+            .iter()
+            .any(|allowed| allowed == name)
+        {
             kept.push((name.to_string(), value.to_string()));
         } else {
             log::info!("env var not allowed: {name}");
@@ -154,6 +204,11 @@ fn preopens(policy: &WasiSandboxPolicy, fs: &ImageFs) -> Vec<Preopen> {
     policy
         .allowed_dirs
         .iter()
-        .map(|d| Preopen { guest: d.guest_path.clone(), host: d.host_path.clone().into(), readonly: d.readonly, bound: None })
+        .map(|d| Preopen {
+            guest: d.guest_path.clone(),
+            host: d.host_path.clone().into(),
+            readonly: d.readonly,
+            bound: None,
+        })
         .collect()
 }

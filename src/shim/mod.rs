@@ -41,7 +41,10 @@ pub fn init_node(config: &NodeConfig) {
     // WasmEdge logs to the process's stdout/stderr, which are the container's: keep the
     // module's output its own. Errors reach users through the shim's messages instead.
     wasmedge_sdk::LogManager::log_off();
-    let _ = NODE.set(Node { config: config.clone(), policies: config.policy_settings().map_err(|e| format!("{e:#}")) });
+    let _ = NODE.set(Node {
+        config: config.clone(),
+        policies: config.policy_settings().map_err(|e| format!("{e:#}")),
+    });
 }
 
 /// Opens the node's AOT cache in the daemon (after `zygote::Zygote::init`). A cache that
@@ -50,7 +53,10 @@ pub fn init_node(config: &NodeConfig) {
 pub fn open_node_cache() {
     let Some(node) = NODE.get() else { return };
     crate::engine::aot::engine_fingerprint();
-    let _ = CACHE.set(AotCache::open(&node.config.aot_cache_dir, node.config.aot_cache_max_bytes).map_err(|e| format!("{e:#}")));
+    let _ = CACHE.set(
+        AotCache::open(&node.config.aot_cache_dir, node.config.aot_cache_max_bytes)
+            .map_err(|e| format!("{e:#}")),
+    );
 }
 
 fn node() -> &'static Node {

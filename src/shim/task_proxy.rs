@@ -26,7 +26,9 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
 use containerd_shim_protos::protobuf::{Message, MessageField};
-use containerd_shim_protos::shim::shim::{CreateTaskRequest, DeleteRequest, PidsRequest, PidsResponse, StateRequest, StateResponse};
+use containerd_shim_protos::shim::shim::{
+    CreateTaskRequest, DeleteRequest, PidsRequest, PidsResponse, StateRequest, StateResponse,
+};
 use containerd_shim_protos::shim::shim_ttrpc::TaskClient;
 use containerd_shim_protos::ttrpc::{self, Code, Response, Status};
 use containerd_shim_protos::types::task::{ProcessInfo, Status as TaskStatus};
@@ -46,13 +48,15 @@ pub const PRIVATE_DIR: &str = "/run/containerd-shim-wasmedge";
 pub fn install() -> Result<()> {
     // SAFETY: fd 3 is the listener containerd-shim's `start` passed to the daemon; we take a
     // close-on-exec duplicate of it (containers must not inherit it) and replace fd 3 below.
-    let public_fd = nix::fcntl::fcntl(SOCKET_FD, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(10)).context("dup the shim socket")?;
+    let public_fd = nix::fcntl::fcntl(SOCKET_FD, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(10))
+        .context("dup the shim socket")?;
     let public = unsafe { UnixListener::from_raw_fd(public_fd) };
     let private_path = private_socket_path(Path::new(PRIVATE_DIR))?;
     let private = UnixListener::bind(&private_path).context("bind the private task socket")?;
     remove_at_exit(&private_path);
     let private_addr = SocketAddr::from_pathname(&private_path)?;
-    nix::unistd::dup2(private.as_raw_fd(), SOCKET_FD).context("hand the private socket to the library")?;
+    nix::unistd::dup2(private.as_raw_fd(), SOCKET_FD)
+        .context("hand the private socket to the library")?;
     drop(private);
     std::thread::Builder::new()
         .name("task-proxy".into())
@@ -60,15 +64,20 @@ pub fn install() -> Result<()> {
             for client in public.incoming() {
                 match client {
                     Ok(client) if !peer_is_trusted(&client) => {
-                        log::warn!("task proxy: refused a connection from {:?} (not the shim's uid)", peer_of(&client));
+                        log::warn!(
+                            "task proxy: refused a connection from {:?} (not the shim's uid)",
+                            peer_of(&client)
+                        );
                     }
                     Ok(client) => {
                         let addr = private_addr.clone();
-                        let _ = std::thread::Builder::new().name("task-proxy-conn".into()).spawn(move || {
-                            if let Err(e) = relay(client, &addr) {
-                                log::debug!("task proxy connection ended: {e}");
-                            }
-                        });
+                        let _ = std::thread::Builder::new()
+                            .name("task-proxy-conn".into())
+                            .spawn(move || {
+                                if let Err(e) = relay(client, &addr) {
+                                    log::debug!("task proxy connection ended: {e}");
+                                }
+                            });
                     }
                     Err(e) => log::warn!("task proxy accept: {e}"),
                 }
@@ -81,11 +90,19 @@ pub fn install() -> Result<()> {
 /// A fresh socket path for this daemon in `dir`, which is created root-only (and made so if it
 /// exists); sockets of daemons that are gone are removed on the way.
 fn private_socket_path(dir: &Path) -> Result<PathBuf> {
-    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).with_context(|| format!("creating {}", dir.display()))?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).with_context(|| format!("securing {}", dir.display()))?;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("securing {}", dir.display()))?;
     for entry in std::fs::read_dir(dir)?.flatten() {
         let name = entry.file_name();
-        let pid = name.to_str().and_then(|n| n.strip_suffix(".sock")).and_then(|p| p.parse::<i32>().ok());
+        let pid = name
+            .to_str()
+            .and_then(|n| n.strip_suffix(".sock"))
+            .and_then(|p| p.parse::<i32>().ok());
         // SAFETY: signal 0 only checks that the process exists.
         if pid.is_some_and(|pid| unsafe { libc::kill(pid, 0) } != 0) {
             let _ = std::fs::remove_file(entry.path());
@@ -115,7 +132,8 @@ fn remove_at_exit(path: &Path) {
 }
 
 fn peer_of(stream: &UnixStream) -> Option<(u32, i32)> {
-    let cred = nix::sys::socket::getsockopt(stream, nix::sys::socket::sockopt::PeerCredentials).ok()?;
+    let cred =
+        nix::sys::socket::getsockopt(stream, nix::sys::socket::sockopt::PeerCredentials).ok()?;
     Some((cred.uid(), cred.pid()))
 }
 
@@ -136,11 +154,19 @@ fn read_frame(from: &mut impl Read) -> io::Result<Frame> {
     from.read_exact(&mut header)?;
     let len = u32::from_be_bytes(header[0..4].try_into().unwrap()) as usize;
     if len > MAX_PAYLOAD {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("ttrpc frame of {len} bytes")));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("ttrpc frame of {len} bytes"),
+        ));
     }
     let mut payload = vec![0u8; len];
     from.read_exact(&mut payload)?;
-    Ok(Frame { stream_id: u32::from_be_bytes(header[4..8].try_into().unwrap()), kind: header[8], flags: header[9], payload })
+    Ok(Frame {
+        stream_id: u32::from_be_bytes(header[4..8].try_into().unwrap()),
+        kind: header[8],
+        flags: header[9],
+        payload,
+    })
 }
 
 fn write_frame(to: &Mutex<UnixStream>, frame: &Frame) -> io::Result<()> {
@@ -151,7 +177,9 @@ fn write_frame(to: &Mutex<UnixStream>, frame: &Frame) -> io::Result<()> {
     bytes.push(frame.flags);
     bytes.extend_from_slice(&frame.payload);
     // One write per frame under the lock: frames from both directions never interleave.
-    to.lock().map_err(|_| io::Error::other("poisoned"))?.write_all(&bytes)
+    to.lock()
+        .map_err(|_| io::Error::other("poisoned"))?
+        .write_all(&bytes)
 }
 
 /// Relays one containerd connection to the library, answering `Pids` on the way.
@@ -168,7 +196,9 @@ fn relay(client: UnixStream, private: &SocketAddr) -> Result<()> {
                     break;
                 }
             }
-            let _ = to_client.lock().map(|c| c.shutdown(std::net::Shutdown::Both));
+            let _ = to_client
+                .lock()
+                .map(|c| c.shutdown(std::net::Shutdown::Both));
         })
     };
     let mut client = client;
@@ -178,7 +208,8 @@ fn relay(client: UnixStream, private: &SocketAddr) -> Result<()> {
             Some(TaskRequest::Create(create)) => prepare_bundle(&create),
             Some(TaskRequest::Delete(delete)) if delete.exec_id.is_empty() => {
                 // On a thread of its own: other requests on this connection must not wait.
-                let (to_backend, private, mut client) = (to_backend.clone(), private.clone(), state_client.clone());
+                let (to_backend, private, mut client) =
+                    (to_backend.clone(), private.clone(), state_client.clone());
                 std::thread::spawn(move || {
                     drain_before_delete(&delete.id, &private, &mut client);
                     let _ = write_frame(&to_backend, &frame);
@@ -217,9 +248,15 @@ fn task_request(frame: &Frame) -> Option<TaskRequest> {
         return None;
     }
     match request.method.as_str() {
-        "Create" => CreateTaskRequest::parse_from_bytes(&request.payload).ok().map(TaskRequest::Create),
-        "Delete" => DeleteRequest::parse_from_bytes(&request.payload).ok().map(TaskRequest::Delete),
-        "Pids" => PidsRequest::parse_from_bytes(&request.payload).ok().map(TaskRequest::Pids),
+        "Create" => CreateTaskRequest::parse_from_bytes(&request.payload)
+            .ok()
+            .map(TaskRequest::Create),
+        "Delete" => DeleteRequest::parse_from_bytes(&request.payload)
+            .ok()
+            .map(TaskRequest::Delete),
+        "Pids" => PidsRequest::parse_from_bytes(&request.payload)
+            .ok()
+            .map(TaskRequest::Pids),
         _ => None,
     }
 }
@@ -245,24 +282,41 @@ fn drain_before_delete(id: &str, private: &SocketAddr, client: &mut Option<TaskC
         Some(state) if state.status.enum_value() == Ok(TaskStatus::STOPPED) => {}
         _ => return,
     }
-    let Some(bundle) = std::env::current_dir().ok().and_then(|cwd| Some(cwd.parent()?.join(id))) else { return };
+    let Some(bundle) = std::env::current_dir()
+        .ok()
+        .and_then(|cwd| Some(cwd.parent()?.join(id)))
+    else {
+        return;
+    };
     match super::cleanup::drain_container_cgroups(&bundle, id, std::time::Duration::from_secs(10)) {
         Ok(true) => {}
-        Ok(false) => log::warn!("container {id}: processes still in its cgroups 10 s after SIGKILL; deleting anyway"),
+        Ok(false) => log::warn!(
+            "container {id}: processes still in its cgroups 10 s after SIGKILL; deleting anyway"
+        ),
         Err(e) => log::debug!("container {id}: cgroups not drained: {e:#}"),
     }
 }
 
 /// The library's `State` of task `id`, through `client` (connected on first use, dropped
 /// after a failure so that the next call reconnects).
-fn task_state(id: &str, private: &SocketAddr, client: &mut Option<TaskClient>) -> Option<StateResponse> {
+fn task_state(
+    id: &str,
+    private: &SocketAddr,
+    client: &mut Option<TaskClient>,
+) -> Option<StateResponse> {
     if client.is_none() {
         let stream = UnixStream::connect_addr(private).ok()?;
         let fd: OwnedFd = stream.into();
         *client = Some(TaskClient::new(ttrpc::Client::new(fd.into_raw_fd()).ok()?));
     }
-    let request = StateRequest { id: id.to_string(), ..Default::default() };
-    match client.as_ref()?.state(ttrpc::context::with_timeout(5_000_000_000), &request) {
+    let request = StateRequest {
+        id: id.to_string(),
+        ..Default::default()
+    };
+    match client
+        .as_ref()?
+        .state(ttrpc::context::with_timeout(5_000_000_000), &request)
+    {
         Ok(state) => Some(state),
         Err(e) => {
             log::warn!("task proxy: State of {id} failed ({e})");
@@ -274,15 +328,34 @@ fn task_state(id: &str, private: &SocketAddr, client: &mut Option<TaskClient>) -
 
 /// The response frame to a `Pids` request: the task's init process, from the library's
 /// `State`; None (the request goes on to the library) when that is unknown.
-fn answer_pids(frame: &Frame, pids: &PidsRequest, private: &SocketAddr, client: &mut Option<TaskClient>) -> Option<Frame> {
+fn answer_pids(
+    frame: &Frame,
+    pids: &PidsRequest,
+    private: &SocketAddr,
+    client: &mut Option<TaskClient>,
+) -> Option<Frame> {
     let state = task_state(&pids.id, private, client).filter(|state| state.pid > 0)?;
-    let answer = PidsResponse { processes: vec![ProcessInfo { pid: state.pid, ..Default::default() }], ..Default::default() };
+    let answer = PidsResponse {
+        processes: vec![ProcessInfo {
+            pid: state.pid,
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
     let response = Response {
-        status: MessageField::some(Status { code: Code::OK.into(), ..Default::default() }),
+        status: MessageField::some(Status {
+            code: Code::OK.into(),
+            ..Default::default()
+        }),
         payload: answer.write_to_bytes().ok()?,
         ..Default::default()
     };
-    Some(Frame { stream_id: frame.stream_id, kind: TYPE_RESPONSE, flags: 0, payload: response.write_to_bytes().ok()? })
+    Some(Frame {
+        stream_id: frame.stream_id,
+        kind: TYPE_RESPONSE,
+        flags: 0,
+        payload: response.write_to_bytes().ok()?,
+    })
 }
 
 #[cfg(test)]
@@ -337,7 +410,11 @@ mod tests {
         // A socket of a daemon that is gone, and one of a live process (this one).
         std::fs::write(dir.join("999999999.sock"), b"").unwrap();
         let path = private_socket_path(&dir).unwrap();
-        assert_eq!(std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700, "made root-only");
+        assert_eq!(
+            std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
+            0o700,
+            "made root-only"
+        );
         assert!(!dir.join("999999999.sock").exists(), "stale socket removed");
         assert_eq!(path, dir.join(format!("{}.sock", std::process::id())));
         let _listener = UnixListener::bind(&path).unwrap();
@@ -345,6 +422,10 @@ mod tests {
         let mut status = 0;
         // SAFETY: reaps our own child.
         unsafe { libc::waitpid(child, &mut status, 0) };
-        assert_eq!(libc::WEXITSTATUS(status), 1, "an unprivileged process cannot reach the socket");
+        assert_eq!(
+            libc::WEXITSTATUS(status),
+            1,
+            "an unprivileged process cannot reach the socket"
+        );
     }
 }

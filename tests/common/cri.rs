@@ -24,11 +24,18 @@ impl Cri {
             .unwrap()
             .connect_with_connector(tower::service_fn(move |_: Uri| {
                 let socket = socket.clone();
-                async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(socket).await?)) }
+                async move {
+                    Ok::<_, std::io::Error>(TokioIo::new(
+                        tokio::net::UnixStream::connect(socket).await?,
+                    ))
+                }
             }))
             .await
             .expect("connect to CRI socket");
-        Cri { runtime: RuntimeServiceClient::new(channel.clone()), images: ImageServiceClient::new(channel) }
+        Cri {
+            runtime: RuntimeServiceClient::new(channel.clone()),
+            images: ImageServiceClient::new(channel),
+        }
     }
 }
 
@@ -67,7 +74,10 @@ pub async fn wait_exited(cri: &mut Cri, id: &str) -> api::ContainerStatus {
     loop {
         let status = cri
             .runtime
-            .container_status(api::ContainerStatusRequest { container_id: id.to_string(), verbose: false })
+            .container_status(api::ContainerStatusRequest {
+                container_id: id.to_string(),
+                verbose: false,
+            })
             .await
             .expect("ContainerStatus")
             .into_inner()
@@ -76,7 +86,10 @@ pub async fn wait_exited(cri: &mut Cri, id: &str) -> api::ContainerStatus {
         if status.state == api::ContainerState::ContainerExited as i32 {
             return status;
         }
-        assert!(Instant::now() < deadline, "container {id} did not exit: {status:?}");
+        assert!(
+            Instant::now() < deadline,
+            "container {id} did not exit: {status:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -93,7 +106,10 @@ pub async fn run_pod(c: &Containerd, cri: &mut Cri, annotations: HashMap<String,
     config.annotations = annotations;
     let id = cri
         .runtime
-        .run_pod_sandbox(api::RunPodSandboxRequest { config: Some(config.clone()), runtime_handler: "wasmedge".to_string() })
+        .run_pod_sandbox(api::RunPodSandboxRequest {
+            config: Some(config.clone()),
+            runtime_handler: "wasmedge".to_string(),
+        })
         .await
         .unwrap_or_else(|e| panic!("RunPodSandbox: {e}\n{}", c.log_text()))
         .into_inner()
@@ -103,29 +119,60 @@ pub async fn run_pod(c: &Containerd, cri: &mut Cri, annotations: HashMap<String,
 
 /// Creates and starts container `main` (attempt `attempt`, as kubelet numbers restarts) of
 /// `image` in `pod`, waits for it to exit.
-pub async fn run_container(cri: &mut Cri, pod: &Pod, image: &str, args: &[&str], attempt: u32, annotations: HashMap<String, String>) -> api::ContainerStatus {
+pub async fn run_container(
+    cri: &mut Cri,
+    pod: &Pod,
+    image: &str,
+    args: &[&str],
+    attempt: u32,
+    annotations: HashMap<String, String>,
+) -> api::ContainerStatus {
     let id = start_container(cri, pod, image, args, attempt, annotations).await;
     wait_exited(cri, &id).await
 }
 
 /// Creates and starts container `main` of `image` in `pod`; returns its id.
-pub async fn start_container(cri: &mut Cri, pod: &Pod, image: &str, args: &[&str], attempt: u32, annotations: HashMap<String, String>) -> String {
+pub async fn start_container(
+    cri: &mut Cri,
+    pod: &Pod,
+    image: &str,
+    args: &[&str],
+    attempt: u32,
+    annotations: HashMap<String, String>,
+) -> String {
     let request = api::CreateContainerRequest {
         pod_sandbox_id: pod.id.clone(),
         config: Some(api::ContainerConfig {
-            metadata: Some(api::ContainerMetadata { name: "main".to_string(), attempt }),
-            image: Some(api::ImageSpec { image: image.to_string(), ..Default::default() }),
+            metadata: Some(api::ContainerMetadata {
+                name: "main".to_string(),
+                attempt,
+            }),
+            image: Some(api::ImageSpec {
+                image: image.to_string(),
+                ..Default::default()
+            }),
             args: args.iter().map(|a| a.to_string()).collect(),
-            envs: vec![api::KeyValue { key: "APP_MODE".into(), value: "from-cri".into() }],
+            envs: vec![api::KeyValue {
+                key: "APP_MODE".into(),
+                value: "from-cri".into(),
+            }],
             log_path: format!("main-{attempt}.log"),
             annotations,
             ..Default::default()
         }),
         sandbox_config: Some(pod.config.clone()),
     };
-    let id = cri.runtime.create_container(request).await.expect("CreateContainer").into_inner().container_id;
+    let id = cri
+        .runtime
+        .create_container(request)
+        .await
+        .expect("CreateContainer")
+        .into_inner()
+        .container_id;
     cri.runtime
-        .start_container(api::StartContainerRequest { container_id: id.clone() })
+        .start_container(api::StartContainerRequest {
+            container_id: id.clone(),
+        })
         .await
         .unwrap_or_else(|e| panic!("StartContainer (attempt {attempt}): {}", e.message()));
     id
@@ -133,13 +180,35 @@ pub async fn start_container(cri: &mut Cri, pod: &Pod, image: &str, args: &[&str
 
 /// The CRI log of container `main`, attempt `attempt`.
 pub fn container_log(c: &Containerd, pod: &Pod, attempt: u32) -> String {
-    std::fs::read_to_string(c.dir.join("pod-logs").join(&pod.name).join(format!("main-{attempt}.log"))).unwrap_or_default()
+    std::fs::read_to_string(
+        c.dir
+            .join("pod-logs")
+            .join(&pod.name)
+            .join(format!("main-{attempt}.log")),
+    )
+    .unwrap_or_default()
 }
 
 pub async fn remove_pod(c: &Containerd, cri: &mut Cri, pod: &Pod) {
-    cri.runtime.stop_pod_sandbox(api::StopPodSandboxRequest { pod_sandbox_id: pod.id.clone() }).await.expect("StopPodSandbox");
-    cri.runtime.remove_pod_sandbox(api::RemovePodSandboxRequest { pod_sandbox_id: pod.id.clone() }).await.expect("RemovePodSandbox");
-    let pods = cri.runtime.list_pod_sandbox(api::ListPodSandboxRequest::default()).await.unwrap().into_inner().items;
+    cri.runtime
+        .stop_pod_sandbox(api::StopPodSandboxRequest {
+            pod_sandbox_id: pod.id.clone(),
+        })
+        .await
+        .expect("StopPodSandbox");
+    cri.runtime
+        .remove_pod_sandbox(api::RemovePodSandboxRequest {
+            pod_sandbox_id: pod.id.clone(),
+        })
+        .await
+        .expect("RemovePodSandbox");
+    let pods = cri
+        .runtime
+        .list_pod_sandbox(api::ListPodSandboxRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
     assert!(pods.iter().all(|p| p.id != pod.id), "sandbox still listed");
     c.remove_pod_cgroup(&pod.name);
 }

@@ -9,8 +9,15 @@ use sha2::{Digest, Sha256};
 
 pub enum Entry<'a> {
     Dir(&'a str),
-    File { path: &'a str, bytes: Vec<u8>, mode: u32 },
-    Symlink { path: &'a str, target: &'a str },
+    File {
+        path: &'a str,
+        bytes: Vec<u8>,
+        mode: u32,
+    },
+    Symlink {
+        path: &'a str,
+        target: &'a str,
+    },
 }
 
 /// Writes `<dir>/<sanitized reference>.tar`: one layer with `entries` (parents are created
@@ -44,12 +51,23 @@ pub fn build(dir: &Path, reference: &str, entries: &[Entry], entrypoint: &[&str]
         }],
     }))
     .unwrap();
-    let out = dir.join(format!("{}.tar", reference.replace(|c: char| !c.is_ascii_alphanumeric(), "_")));
+    let out = dir.join(format!(
+        "{}.tar",
+        reference.replace(|c: char| !c.is_ascii_alphanumeric(), "_")
+    ));
     let mut archive = tar::Builder::new(std::fs::File::create(&out).unwrap());
-    append(&mut archive, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#, 0o644);
+    append(
+        &mut archive,
+        "oci-layout",
+        br#"{"imageLayoutVersion":"1.0.0"}"#,
+        0o644,
+    );
     append(&mut archive, "index.json", &index, 0o644);
     for blob in [&layer, &config, &manifest] {
-        let name = format!("blobs/sha256/{}", digest(blob).trim_start_matches("sha256:"));
+        let name = format!(
+            "blobs/sha256/{}",
+            digest(blob).trim_start_matches("sha256:")
+        );
         append(&mut archive, &name, blob, 0o644);
     }
     archive.finish().unwrap();
@@ -80,7 +98,9 @@ fn layer_tar(entries: &[Entry]) -> Vec<u8> {
                 header.set_entry_type(tar::EntryType::Directory);
                 header.set_mode(0o755);
                 header.set_size(0);
-                archive.append_data(&mut header, &prefix, std::io::empty()).unwrap();
+                archive
+                    .append_data(&mut header, &prefix, std::io::empty())
+                    .unwrap();
                 dirs.push(prefix.clone());
             }
         }
@@ -98,7 +118,9 @@ fn layer_tar(entries: &[Entry]) -> Vec<u8> {
                 header.set_entry_type(tar::EntryType::Symlink);
                 header.set_mode(0o777);
                 header.set_size(0);
-                archive.append_link(&mut header, path.trim_start_matches('/'), target).unwrap();
+                archive
+                    .append_link(&mut header, path.trim_start_matches('/'), target)
+                    .unwrap();
             }
         }
     }

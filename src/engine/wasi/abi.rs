@@ -175,7 +175,9 @@ pub fn last_errno() -> Errno {
 }
 
 pub fn last_host_errno() -> i32 {
-    std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)
+    std::io::Error::last_os_error()
+        .raw_os_error()
+        .unwrap_or(libc::EIO)
 }
 
 pub mod rights {

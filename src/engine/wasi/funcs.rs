@@ -148,7 +148,10 @@ pub(super) fn write_strings(mem: &mut Mem, list: &[String], ptrs: u32, buf: u32)
 
 pub(super) fn write_sizes(mem: &mut Mem, list: &[String], count: u32, size: u32) -> R {
     let total: usize = list.iter().map(|s| s.len() + 1).sum();
-    mem.write_u32(count, u32::try_from(list.len()).map_err(|_| errno::OVERFLOW)?)?;
+    mem.write_u32(
+        count,
+        u32::try_from(list.len()).map_err(|_| errno::OVERFLOW)?,
+    )?;
     mem.write_u32(size, u32::try_from(total).map_err(|_| errno::OVERFLOW)?)
 }
 
@@ -175,7 +178,13 @@ pub(super) fn clock_res_get(_ctx: &mut WasiCtx, mem: &mut Mem, id: u32, out: u32
     mem.write_u64(out, res)
 }
 
-pub(super) fn clock_time_get(_ctx: &mut WasiCtx, mem: &mut Mem, id: u32, _precision: u64, out: u32) -> R {
+pub(super) fn clock_time_get(
+    _ctx: &mut WasiCtx,
+    mem: &mut Mem,
+    id: u32,
+    _precision: u64,
+    out: u32,
+) -> R {
     let now = sys::clock_now(sys::clock_id(id)?)?;
     mem.write_u64(out, now)
 }
@@ -224,7 +233,14 @@ pub(super) fn check_writable(ctx: &mut WasiCtx, fd: u32) -> R {
     Ok(())
 }
 
-pub(super) fn fd_advise(ctx: &mut WasiCtx, _mem: &mut Mem, fd: u32, offset: u64, len: u64, advice: u32) -> R {
+pub(super) fn fd_advise(
+    ctx: &mut WasiCtx,
+    _mem: &mut Mem,
+    fd: u32,
+    offset: u64,
+    len: u64,
+    advice: u32,
+) -> R {
     let f = file_fd(ctx.entry(fd)?)?;
     let advice = match advice {
         0 => libc::POSIX_FADV_NORMAL,
@@ -269,12 +285,20 @@ pub(super) fn sync(ctx: &mut WasiCtx, fd: u32, data_only: bool) -> R {
     };
     let call = |f: RawFd| {
         // SAFETY: plain syscalls.
-        sys::cvt(unsafe { if data_only { libc::fdatasync(f) } else { libc::fsync(f) } }).map(|_| ())
+        sys::cvt(unsafe {
+            if data_only {
+                libc::fdatasync(f)
+            } else {
+                libc::fsync(f)
+            }
+        })
+        .map(|_| ())
     };
     match call(f) {
         Err(errno::BADF) if matches!(e.kind, Kind::Dir(_)) => {
             // O_PATH directory: sync through a readable descriptor of it.
-            let d = sys::open_beneath(f, ".", libc::O_RDONLY | libc::O_DIRECTORY, 0).map_err(abi::from_host)?;
+            let d = sys::open_beneath(f, ".", libc::O_RDONLY | libc::O_DIRECTORY, 0)
+                .map_err(abi::from_host)?;
             call(d.as_raw_fd())
         }
         r => r,
@@ -296,7 +320,9 @@ pub(super) fn stdio_filetype(mode: Mode, host_fd: RawFd) -> (u8, u64) {
         Mode::Buffer => (filetype::UNKNOWN, not_tty),
         Mode::Null => (filetype::CHARACTER_DEVICE, not_tty),
         Mode::Inherit => {
-            let ft = sys::fstat(host_fd).map(|st| sys::filetype_of_mode(st.st_mode)).unwrap_or(filetype::UNKNOWN);
+            let ft = sys::fstat(host_fd)
+                .map(|st| sys::filetype_of_mode(st.st_mode))
+                .unwrap_or(filetype::UNKNOWN);
             // SAFETY: plain call.
             let tty = unsafe { libc::isatty(host_fd) } == 1;
             (ft, if tty { 0 } else { not_tty })
@@ -340,7 +366,11 @@ pub(super) fn fd_fdstat_get(ctx: &mut WasiCtx, mem: &mut Mem, fd: u32, out: u32)
     let (ft, flags, base) = match &e.kind {
         Kind::File(f) => {
             let st = sys::fstat(f.as_raw_fd())?;
-            (sys::filetype_of_mode(st.st_mode), host_fdflags(f.as_raw_fd()), e.base)
+            (
+                sys::filetype_of_mode(st.st_mode),
+                host_fdflags(f.as_raw_fd()),
+                e.base,
+            )
         }
         Kind::Dir(_) | Kind::Root => (filetype::DIRECTORY, e.flags, e.base),
         k => {
@@ -388,7 +418,13 @@ pub(super) fn fd_fdstat_set_flags(ctx: &mut WasiCtx, _mem: &mut Mem, fd: u32, fl
     Ok(())
 }
 
-pub(super) fn fd_fdstat_set_rights(ctx: &mut WasiCtx, _mem: &mut Mem, fd: u32, base: u64, inheriting: u64) -> R {
+pub(super) fn fd_fdstat_set_rights(
+    ctx: &mut WasiCtx,
+    _mem: &mut Mem,
+    fd: u32,
+    base: u64,
+    inheriting: u64,
+) -> R {
     let e = ctx.entry_mut(fd)?;
     if base & !e.base != 0 || inheriting & !e.inheriting != 0 {
         return Err(errno::NOTCAPABLE);
@@ -423,7 +459,14 @@ pub(super) fn fd_filestat_set_size(ctx: &mut WasiCtx, _mem: &mut Mem, fd: u32, s
     sys::cvt(unsafe { libc::ftruncate(f, size) }).map(|_| ())
 }
 
-pub(super) fn fd_filestat_set_times(ctx: &mut WasiCtx, _mem: &mut Mem, fd: u32, atim: u64, mtim: u64, fst: u32) -> R {
+pub(super) fn fd_filestat_set_times(
+    ctx: &mut WasiCtx,
+    _mem: &mut Mem,
+    fd: u32,
+    atim: u64,
+    mtim: u64,
+    fst: u32,
+) -> R {
     if matches!(ctx.entry(fd)?.kind, Kind::Root) {
         return Err(ctx.deny("/".to_string()));
     }
@@ -444,7 +487,13 @@ pub(super) fn fd_prestat_get(ctx: &mut WasiCtx, mem: &mut Mem, fd: u32, out: u32
     mem.write_bytes(out, &b)
 }
 
-pub(super) fn fd_prestat_dir_name(ctx: &mut WasiCtx, mem: &mut Mem, fd: u32, path: u32, path_len: u32) -> R {
+pub(super) fn fd_prestat_dir_name(
+    ctx: &mut WasiCtx,
+    mem: &mut Mem,
+    fd: u32,
+    path: u32,
+    path_len: u32,
+) -> R {
     let e = ctx.entry(fd)?;
     if !e.preopen {
         return Err(errno::BADF);
@@ -465,7 +514,14 @@ pub(super) fn fd_renumber(ctx: &mut WasiCtx, _mem: &mut Mem, fd: u32, to: u32) -
     Ok(())
 }
 
-pub(super) fn fd_seek(ctx: &mut WasiCtx, mem: &mut Mem, fd: u32, offset: u64, wh: u32, out: u32) -> R {
+pub(super) fn fd_seek(
+    ctx: &mut WasiCtx,
+    mem: &mut Mem,
+    fd: u32,
+    offset: u64,
+    wh: u32,
+    out: u32,
+) -> R {
     mem.check(out, 8)?;
     let f = match file_fd(ctx.entry(fd)?) {
         Err(errno::ISDIR) => return Err(errno::BADF),
@@ -491,7 +547,14 @@ pub(super) fn fd_tell(ctx: &mut WasiCtx, mem: &mut Mem, fd: u32, out: u32) -> R 
 
 // ---------------------------------------------------------------- reading and writing
 
-pub(super) fn fd_read(ctx: &mut WasiCtx, mem: &mut Mem, fd: u32, iovs: u32, iovs_len: u32, nread: u32) -> R {
+pub(super) fn fd_read(
+    ctx: &mut WasiCtx,
+    mem: &mut Mem,
+    fd: u32,
+    iovs: u32,
+    iovs_len: u32,
+    nread: u32,
+) -> R {
     mem.check(nread, 4)?;
     let iov = mem.iovecs(iovs, iovs_len)?;
     let e = ctx.entry(fd)?;
@@ -510,7 +573,9 @@ pub(super) fn fd_read(ctx: &mut WasiCtx, mem: &mut Mem, fd: u32, iovs: u32, iovs
                     }
                     // SAFETY: iov_base points to a checked guest range of iov_len >= take bytes;
                     // the source is host memory, so the ranges cannot overlap.
-                    unsafe { std::ptr::copy_nonoverlapping(rest.as_ptr(), v.iov_base as *mut u8, take) };
+                    unsafe {
+                        std::ptr::copy_nonoverlapping(rest.as_ptr(), v.iov_base as *mut u8, take)
+                    };
                     ctx.stdin_pos += take;
                     n += take;
                 }
@@ -523,7 +588,14 @@ pub(super) fn fd_read(ctx: &mut WasiCtx, mem: &mut Mem, fd: u32, iovs: u32, iovs
     mem.write_u32(nread, n as u32)
 }
 
-pub(super) fn fd_write(ctx: &mut WasiCtx, mem: &mut Mem, fd: u32, iovs: u32, iovs_len: u32, nwritten: u32) -> R {
+pub(super) fn fd_write(
+    ctx: &mut WasiCtx,
+    mem: &mut Mem,
+    fd: u32,
+    iovs: u32,
+    iovs_len: u32,
+    nwritten: u32,
+) -> R {
     mem.check(nwritten, 4)?;
     let iov = mem.iovecs(iovs, iovs_len)?;
     let e = ctx.entry(fd)?;
@@ -534,16 +606,26 @@ pub(super) fn fd_write(ctx: &mut WasiCtx, mem: &mut Mem, fd: u32, iovs: u32, iov
             writev(f, &iov)?
         }
         Kind::Stdout | Kind::Stderr => {
-            let (mode, host) = if matches!(e.kind, Kind::Stdout) { (ctx.stdout_mode, 1) } else { (ctx.stderr_mode, 2) };
+            let (mode, host) = if matches!(e.kind, Kind::Stdout) {
+                (ctx.stdout_mode, 1)
+            } else {
+                (ctx.stderr_mode, 2)
+            };
             match mode {
                 Mode::Inherit => writev(host, &iov)?,
                 Mode::Null => iov.iter().map(|v| v.iov_len).sum(),
                 Mode::Buffer => {
-                    let buf = if host == 1 { &mut ctx.stdout_buf } else { &mut ctx.stderr_buf };
+                    let buf = if host == 1 {
+                        &mut ctx.stdout_buf
+                    } else {
+                        &mut ctx.stderr_buf
+                    };
                     let mut n = 0;
                     for v in &iov {
                         // SAFETY: checked guest range, read only.
-                        let s = unsafe { std::slice::from_raw_parts(v.iov_base as *const u8, v.iov_len) };
+                        let s = unsafe {
+                            std::slice::from_raw_parts(v.iov_base as *const u8, v.iov_len)
+                        };
                         buf.extend_from_slice(s);
                         n += v.iov_len;
                     }
@@ -557,7 +639,15 @@ pub(super) fn fd_write(ctx: &mut WasiCtx, mem: &mut Mem, fd: u32, iovs: u32, iov
     mem.write_u32(nwritten, n as u32)
 }
 
-pub(super) fn fd_pread(ctx: &mut WasiCtx, mem: &mut Mem, fd: u32, iovs: u32, iovs_len: u32, offset: u64, nread: u32) -> R {
+pub(super) fn fd_pread(
+    ctx: &mut WasiCtx,
+    mem: &mut Mem,
+    fd: u32,
+    iovs: u32,
+    iovs_len: u32,
+    offset: u64,
+    nread: u32,
+) -> R {
     mem.check(nread, 4)?;
     let iov = mem.iovecs(iovs, iovs_len)?;
     let f = file_fd(ctx.entry(fd)?)?;
@@ -567,7 +657,15 @@ pub(super) fn fd_pread(ctx: &mut WasiCtx, mem: &mut Mem, fd: u32, iovs: u32, iov
     mem.write_u32(nread, n as u32)
 }
 
-pub(super) fn fd_pwrite(ctx: &mut WasiCtx, mem: &mut Mem, fd: u32, iovs: u32, iovs_len: u32, offset: u64, nwritten: u32) -> R {
+pub(super) fn fd_pwrite(
+    ctx: &mut WasiCtx,
+    mem: &mut Mem,
+    fd: u32,
+    iovs: u32,
+    iovs_len: u32,
+    offset: u64,
+    nwritten: u32,
+) -> R {
     mem.check(nwritten, 4)?;
     let iov = mem.iovecs(iovs, iovs_len)?;
     let f = file_fd(ctx.entry(fd)?)?;
@@ -605,7 +703,15 @@ fn vectored(
     }
 }
 
-pub(super) fn fd_readdir(ctx: &mut WasiCtx, mem: &mut Mem, fd: u32, buf: u32, buf_len: u32, cookie: u64, bufused: u32) -> R {
+pub(super) fn fd_readdir(
+    ctx: &mut WasiCtx,
+    mem: &mut Mem,
+    fd: u32,
+    buf: u32,
+    buf_len: u32,
+    cookie: u64,
+    bufused: u32,
+) -> R {
     mem.check(buf, buf_len)?;
     mem.check(bufused, 4)?;
     let dirfd = match &ctx.entry(fd)?.kind {
@@ -614,7 +720,8 @@ pub(super) fn fd_readdir(ctx: &mut WasiCtx, mem: &mut Mem, fd: u32, buf: u32, bu
         _ => return Err(errno::NOTDIR),
     };
     // A fresh readable descriptor: the table's may be O_PATH, and its offset must not be shared.
-    let d = sys::open_beneath(dirfd, ".", libc::O_RDONLY | libc::O_DIRECTORY, 0).map_err(abi::from_host)?;
+    let d = sys::open_beneath(dirfd, ".", libc::O_RDONLY | libc::O_DIRECTORY, 0)
+        .map_err(abi::from_host)?;
     let d = d.as_raw_fd();
     if cookie != 0 {
         let pos = i64::try_from(cookie).map_err(|_| errno::INVAL)?;
@@ -647,7 +754,10 @@ pub(super) fn fd_readdir(ctx: &mut WasiCtx, mem: &mut Mem, fd: u32, buf: u32, bu
                 break;
             }
             let name_area = &kbuf[at + 19..at + reclen];
-            let name_len = name_area.iter().position(|&c| c == 0).unwrap_or(name_area.len());
+            let name_len = name_area
+                .iter()
+                .position(|&c| c == 0)
+                .unwrap_or(name_area.len());
             let name = &name_area[..name_len];
             let ft = match sys::filetype_of_dtype(dtype) {
                 Some(ft) => ft,
@@ -750,7 +860,11 @@ pub(super) fn path_open(
     let st = sys::fstat(file.as_raw_fd())?;
     let is_dir = st.st_mode & libc::S_IFMT == libc::S_IFDIR;
     let entry = Entry {
-        kind: if is_dir { Kind::Dir(file) } else { Kind::File(file) },
+        kind: if is_dir {
+            Kind::Dir(file)
+        } else {
+            Kind::File(file)
+        },
         guest,
         preopen: false,
         readonly,
@@ -766,7 +880,13 @@ pub(super) fn path_open(
     Ok(())
 }
 
-pub(super) fn path_create_directory(ctx: &mut WasiCtx, mem: &mut Mem, fd: u32, path: u32, path_len: u32) -> R {
+pub(super) fn path_create_directory(
+    ctx: &mut WasiCtx,
+    mem: &mut Mem,
+    fd: u32,
+    path: u32,
+    path_len: u32,
+) -> R {
     let rel = mem.read_str(path, path_len)?;
     let p = ctx.parent_of(fd, rel, true)?;
     let name = sys::cstr(&p.last)?;
@@ -774,7 +894,15 @@ pub(super) fn path_create_directory(ctx: &mut WasiCtx, mem: &mut Mem, fd: u32, p
     sys::cvt(unsafe { libc::mkdirat(p.dir.raw(), name.as_ptr(), 0o777) }).map(|_| ())
 }
 
-pub(super) fn path_filestat_get(ctx: &mut WasiCtx, mem: &mut Mem, fd: u32, flags: u32, path: u32, path_len: u32, out: u32) -> R {
+pub(super) fn path_filestat_get(
+    ctx: &mut WasiCtx,
+    mem: &mut Mem,
+    fd: u32,
+    flags: u32,
+    path: u32,
+    path_len: u32,
+    out: u32,
+) -> R {
     let rel = mem.read_str(path, path_len)?;
     mem.check(out, abi::FILESTAT_SIZE)?;
     let (dirfd, guest, _) = ctx.dir_for(fd, rel, false)?;
@@ -808,8 +936,15 @@ pub(super) fn path_filestat_set_times(
         let p = ctx.parent_of(fd, rel, true)?;
         let name = sys::cstr(&p.last)?;
         // SAFETY: valid pointers.
-        sys::cvt(unsafe { libc::utimensat(p.dir.raw(), name.as_ptr(), ts.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) })
-            .map(|_| ())
+        sys::cvt(unsafe {
+            libc::utimensat(
+                p.dir.raw(),
+                name.as_ptr(),
+                ts.as_ptr(),
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        })
+        .map(|_| ())
     }
 }
 
@@ -836,15 +971,29 @@ pub(super) fn path_link(
         let src = sys::proc_fd_path(f.as_raw_fd());
         // SAFETY: valid C strings.
         sys::cvt(unsafe {
-            libc::linkat(libc::AT_FDCWD, src.as_ptr(), to.dir.raw(), to_name.as_ptr(), libc::AT_SYMLINK_FOLLOW)
+            libc::linkat(
+                libc::AT_FDCWD,
+                src.as_ptr(),
+                to.dir.raw(),
+                to_name.as_ptr(),
+                libc::AT_SYMLINK_FOLLOW,
+            )
         })
         .map(|_| ())
     } else {
         let from = ctx.parent_of(old_fd, old_rel, true)?;
         let from_name = sys::cstr(&from.last)?;
         // SAFETY: valid C strings.
-        sys::cvt(unsafe { libc::linkat(from.dir.raw(), from_name.as_ptr(), to.dir.raw(), to_name.as_ptr(), 0) })
-            .map(|_| ())
+        sys::cvt(unsafe {
+            libc::linkat(
+                from.dir.raw(),
+                from_name.as_ptr(),
+                to.dir.raw(),
+                to_name.as_ptr(),
+                0,
+            )
+        })
+        .map(|_| ())
     }
 }
 
@@ -864,11 +1013,24 @@ pub(super) fn path_readlink(
     let name = sys::cstr(&p.last)?;
     let dst = mem.ptr(buf, buf_len)?;
     // SAFETY: dst is a checked guest range of buf_len bytes.
-    let n = sys::cvt_size(unsafe { libc::readlinkat(p.dir.raw(), name.as_ptr(), dst as *mut libc::c_char, buf_len as usize) })?;
+    let n = sys::cvt_size(unsafe {
+        libc::readlinkat(
+            p.dir.raw(),
+            name.as_ptr(),
+            dst as *mut libc::c_char,
+            buf_len as usize,
+        )
+    })?;
     mem.write_u32(bufused, n as u32)
 }
 
-pub(super) fn path_remove_directory(ctx: &mut WasiCtx, mem: &mut Mem, fd: u32, path: u32, path_len: u32) -> R {
+pub(super) fn path_remove_directory(
+    ctx: &mut WasiCtx,
+    mem: &mut Mem,
+    fd: u32,
+    path: u32,
+    path_len: u32,
+) -> R {
     let rel = mem.read_str(path, path_len)?;
     let p = ctx.parent_of(fd, rel, true)?;
     let name = sys::cstr(&p.last)?;
@@ -876,13 +1038,23 @@ pub(super) fn path_remove_directory(ctx: &mut WasiCtx, mem: &mut Mem, fd: u32, p
     sys::cvt(unsafe { libc::unlinkat(p.dir.raw(), name.as_ptr(), libc::AT_REMOVEDIR) }).map(|_| ())
 }
 
-pub(super) fn path_unlink_file(ctx: &mut WasiCtx, mem: &mut Mem, fd: u32, path: u32, path_len: u32) -> R {
+pub(super) fn path_unlink_file(
+    ctx: &mut WasiCtx,
+    mem: &mut Mem,
+    fd: u32,
+    path: u32,
+    path_len: u32,
+) -> R {
     let rel = mem.read_str(path, path_len)?;
     let p = ctx.parent_of(fd, rel, true)?;
     if p.trailing_slash {
         // "x/" names a directory: never unlink a file through it.
         let st = sys::fstatat(p.dir.raw(), &p.last, libc::AT_SYMLINK_NOFOLLOW)?;
-        return Err(if st.st_mode & libc::S_IFMT == libc::S_IFDIR { errno::ISDIR } else { errno::NOTDIR });
+        return Err(if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
+            errno::ISDIR
+        } else {
+            errno::NOTDIR
+        });
     }
     let name = sys::cstr(&p.last)?;
     // SAFETY: valid C string.
@@ -906,10 +1078,26 @@ pub(super) fn path_rename(
     let from_name = sys::cstr(&from.last)?;
     let to_name = sys::cstr(&to.last)?;
     // SAFETY: valid C strings.
-    sys::cvt(unsafe { libc::renameat(from.dir.raw(), from_name.as_ptr(), to.dir.raw(), to_name.as_ptr()) }).map(|_| ())
+    sys::cvt(unsafe {
+        libc::renameat(
+            from.dir.raw(),
+            from_name.as_ptr(),
+            to.dir.raw(),
+            to_name.as_ptr(),
+        )
+    })
+    .map(|_| ())
 }
 
-pub(super) fn path_symlink(ctx: &mut WasiCtx, mem: &mut Mem, old_path: u32, old_len: u32, fd: u32, new_path: u32, new_len: u32) -> R {
+pub(super) fn path_symlink(
+    ctx: &mut WasiCtx,
+    mem: &mut Mem,
+    old_path: u32,
+    old_len: u32,
+    fd: u32,
+    new_path: u32,
+    new_len: u32,
+) -> R {
     let target = sys::cstr(mem.read_str(old_path, old_len)?)?;
     let new_rel = mem.read_str(new_path, new_len)?;
     let p = ctx.parent_of(fd, new_rel, true)?;
@@ -939,7 +1127,14 @@ enum Wait {
     Host(RawFd, i16),
 }
 
-pub(super) fn poll_oneoff(ctx: &mut WasiCtx, mem: &mut Mem, subs: u32, events: u32, nsubs: u32, nevents: u32) -> R {
+pub(super) fn poll_oneoff(
+    ctx: &mut WasiCtx,
+    mem: &mut Mem,
+    subs: u32,
+    events: u32,
+    nsubs: u32,
+    nevents: u32,
+) -> R {
     mem.check(nevents, 4)?;
     if nsubs == 0 {
         return Err(errno::INVAL);
@@ -966,7 +1161,13 @@ pub(super) fn poll_oneoff(ctx: &mut WasiCtx, mem: &mut Mem, subs: u32, events: u
                     abi::clockid::REALTIME => libc::CLOCK_REALTIME,
                     abi::clockid::MONOTONIC => libc::CLOCK_MONOTONIC,
                     _ => {
-                        ready.push(Event { userdata, error: errno::INVAL, kind: tag, nbytes: 0, flags: 0 });
+                        ready.push(Event {
+                            userdata,
+                            error: errno::INVAL,
+                            kind: tag,
+                            nbytes: 0,
+                            flags: 0,
+                        });
                         continue;
                     }
                 };
@@ -976,7 +1177,13 @@ pub(super) fn poll_oneoff(ctx: &mut WasiCtx, mem: &mut Mem, subs: u32, events: u
                     timeout
                 };
                 if remaining == 0 {
-                    ready.push(Event { userdata, error: 0, kind: tag, nbytes: 0, flags: 0 });
+                    ready.push(Event {
+                        userdata,
+                        error: 0,
+                        kind: tag,
+                        nbytes: 0,
+                        flags: 0,
+                    });
                 } else {
                     waits.push((userdata, tag, Wait::Clock(now.saturating_add(remaining))));
                 }
@@ -986,16 +1193,30 @@ pub(super) fn poll_oneoff(ctx: &mut WasiCtx, mem: &mut Mem, subs: u32, events: u
                 let reading = tag == eventtype::FD_READ;
                 let events = if reading { libc::POLLIN } else { libc::POLLOUT };
                 let Ok(e) = ctx.entry(fd) else {
-                    ready.push(Event { userdata, error: errno::BADF, kind: tag, nbytes: 0, flags: 0 });
+                    ready.push(Event {
+                        userdata,
+                        error: errno::BADF,
+                        kind: tag,
+                        nbytes: 0,
+                        flags: 0,
+                    });
                     continue;
                 };
-                let immediate = |nbytes: u64, flags: u16| Event { userdata, error: 0, kind: tag, nbytes, flags };
+                let immediate = |nbytes: u64, flags: u16| Event {
+                    userdata,
+                    error: 0,
+                    kind: tag,
+                    nbytes,
+                    flags,
+                };
                 match &e.kind {
                     Kind::File(f) => {
                         // Regular files are always ready; report the bytes left before EOF.
                         let f = f.as_raw_fd();
                         let nbytes = if reading {
-                            let size = sys::fstat(f).map(|st| st.st_size.max(0) as u64).unwrap_or(0);
+                            let size = sys::fstat(f)
+                                .map(|st| st.st_size.max(0) as u64)
+                                .unwrap_or(0);
                             // SAFETY: plain syscall.
                             let pos = unsafe { libc::lseek(f, 0, libc::SEEK_CUR) }.max(0) as u64;
                             size.saturating_sub(pos)
@@ -1004,14 +1225,19 @@ pub(super) fn poll_oneoff(ctx: &mut WasiCtx, mem: &mut Mem, subs: u32, events: u
                         };
                         ready.push(immediate(nbytes, 0));
                     }
-                    Kind::Dir(_) | Kind::Root => {
-                        ready.push(Event { userdata, error: errno::BADF, kind: tag, nbytes: 0, flags: 0 })
-                    }
+                    Kind::Dir(_) | Kind::Root => ready.push(Event {
+                        userdata,
+                        error: errno::BADF,
+                        kind: tag,
+                        nbytes: 0,
+                        flags: 0,
+                    }),
                     k => {
                         let (mode, host) = stdio_mode(ctx, k).unwrap_or((Mode::Null, 0));
                         match mode {
                             Mode::Inherit => waits.push((userdata, tag, Wait::Host(host, events))),
-                            Mode::Null => ready.push(immediate(0, if reading { abi::EVENTRW_HANGUP } else { 0 })),
+                            Mode::Null => ready
+                                .push(immediate(0, if reading { abi::EVENTRW_HANGUP } else { 0 })),
                             Mode::Buffer => {
                                 let left = if reading && matches!(k, Kind::Stdin) {
                                     ctx.stdin_buf.len().saturating_sub(ctx.stdin_pos) as u64
@@ -1019,13 +1245,22 @@ pub(super) fn poll_oneoff(ctx: &mut WasiCtx, mem: &mut Mem, subs: u32, events: u
                                     0
                                 };
                                 let hup = reading && left == 0;
-                                ready.push(immediate(left, if hup { abi::EVENTRW_HANGUP } else { 0 }));
+                                ready.push(immediate(
+                                    left,
+                                    if hup { abi::EVENTRW_HANGUP } else { 0 },
+                                ));
                             }
                         }
                     }
                 }
             }
-            _ => ready.push(Event { userdata, error: errno::INVAL, kind: tag, nbytes: 0, flags: 0 }),
+            _ => ready.push(Event {
+                userdata,
+                error: errno::INVAL,
+                kind: tag,
+                nbytes: 0,
+                flags: 0,
+            }),
         }
     }
 
@@ -1033,7 +1268,11 @@ pub(super) fn poll_oneoff(ctx: &mut WasiCtx, mem: &mut Mem, subs: u32, events: u
     let mut pfds: Vec<libc::pollfd> = waits
         .iter()
         .filter_map(|(_, _, w)| match w {
-            Wait::Host(fd, ev) => Some(libc::pollfd { fd: *fd, events: *ev, revents: 0 }),
+            Wait::Host(fd, ev) => Some(libc::pollfd {
+                fd: *fd,
+                events: *ev,
+                revents: 0,
+            }),
             Wait::Clock(_) => None,
         })
         .collect();
@@ -1055,9 +1294,18 @@ pub(super) fn poll_oneoff(ctx: &mut WasiCtx, mem: &mut Mem, subs: u32, events: u
                 tv_sec: (ns / 1_000_000_000) as libc::time_t,
                 tv_nsec: (ns % 1_000_000_000) as libc::c_long,
             });
-            let tsp = ts.as_ref().map_or(std::ptr::null(), |t| t as *const libc::timespec);
+            let tsp = ts
+                .as_ref()
+                .map_or(std::ptr::null(), |t| t as *const libc::timespec);
             // SAFETY: pfds is a valid array; tsp is null or a valid timespec.
-            let r = unsafe { libc::ppoll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, tsp, std::ptr::null()) };
+            let r = unsafe {
+                libc::ppoll(
+                    pfds.as_mut_ptr(),
+                    pfds.len() as libc::nfds_t,
+                    tsp,
+                    std::ptr::null(),
+                )
+            };
             if r < 0 {
                 if abi::last_host_errno() == libc::EINTR {
                     continue;
@@ -1076,7 +1324,13 @@ pub(super) fn poll_oneoff(ctx: &mut WasiCtx, mem: &mut Mem, subs: u32, events: u
             match w {
                 Wait::Clock(d) => {
                     if *d <= after {
-                        ready.push(Event { userdata: *userdata, error: 0, kind: *kind, nbytes: 0, flags: 0 });
+                        ready.push(Event {
+                            userdata: *userdata,
+                            error: 0,
+                            kind: *kind,
+                            nbytes: 0,
+                            flags: 0,
+                        });
                     }
                 }
                 Wait::Host(fd, _) => {
@@ -1091,7 +1345,11 @@ pub(super) fn poll_oneoff(ctx: &mut WasiCtx, mem: &mut Mem, subs: u32, events: u
                     } else {
                         0
                     };
-                    let flags = if p & libc::POLLHUP != 0 { abi::EVENTRW_HANGUP } else { 0 };
+                    let flags = if p & libc::POLLHUP != 0 {
+                        abi::EVENTRW_HANGUP
+                    } else {
+                        0
+                    };
                     let mut nbytes = 0u64;
                     if *kind == eventtype::FD_READ {
                         let mut avail: libc::c_int = 0;
@@ -1100,7 +1358,13 @@ pub(super) fn poll_oneoff(ctx: &mut WasiCtx, mem: &mut Mem, subs: u32, events: u
                             nbytes = avail.max(0) as u64;
                         }
                     }
-                    ready.push(Event { userdata: *userdata, error, kind: *kind, nbytes, flags });
+                    ready.push(Event {
+                        userdata: *userdata,
+                        error,
+                        kind: *kind,
+                        nbytes,
+                        flags,
+                    });
                 }
             }
         }
@@ -1129,11 +1393,28 @@ pub(super) fn sock_accept(ctx: &mut WasiCtx, _mem: &mut Mem, fd: u32, _flags: u3
     not_a_socket(ctx, fd)
 }
 
-pub(super) fn sock_recv(ctx: &mut WasiCtx, _mem: &mut Mem, fd: u32, _ri: u32, _ri_len: u32, _fl: u32, _len: u32, _ro: u32) -> R {
+pub(super) fn sock_recv(
+    ctx: &mut WasiCtx,
+    _mem: &mut Mem,
+    fd: u32,
+    _ri: u32,
+    _ri_len: u32,
+    _fl: u32,
+    _len: u32,
+    _ro: u32,
+) -> R {
     not_a_socket(ctx, fd)
 }
 
-pub(super) fn sock_send(ctx: &mut WasiCtx, _mem: &mut Mem, fd: u32, _si: u32, _si_len: u32, _fl: u32, _len: u32) -> R {
+pub(super) fn sock_send(
+    ctx: &mut WasiCtx,
+    _mem: &mut Mem,
+    fd: u32,
+    _si: u32,
+    _si_len: u32,
+    _fl: u32,
+    _len: u32,
+) -> R {
     not_a_socket(ctx, fd)
 }
 

@@ -28,12 +28,18 @@ impl Mem {
                 }
             }
         }
-        Mem { base: std::ptr::null_mut(), len: 0 }
+        Mem {
+            base: std::ptr::null_mut(),
+            len: 0,
+        }
     }
 
     #[cfg(test)]
     pub fn from_slice(buf: &mut [u8]) -> Mem {
-        Mem { base: buf.as_mut_ptr(), len: buf.len() }
+        Mem {
+            base: buf.as_mut_ptr(),
+            len: buf.len(),
+        }
     }
 
     /// Checks that `[off, off+len)` lies inside the memory; returns the start as usize.
@@ -109,7 +115,9 @@ impl Mem {
     /// Reads an iovec array and returns the checked `libc::iovec`s pointing into guest memory.
     /// At most 1024 entries are used and the total is kept below `i32::MAX` (short I/O is allowed).
     pub fn iovecs(&self, iovs: u32, count: u32) -> Result<Vec<libc::iovec>, Errno> {
-        let bytes = count.checked_mul(super::abi::IOVEC_SIZE).ok_or(errno::FAULT)?;
+        let bytes = count
+            .checked_mul(super::abi::IOVEC_SIZE)
+            .ok_or(errno::FAULT)?;
         self.check(iovs, bytes)?;
         let n = count.min(1024);
         let mut out = Vec::with_capacity(n as usize);
@@ -124,7 +132,10 @@ impl Mem {
             }
             total += len as u64;
             if len > 0 {
-                out.push(libc::iovec { iov_base: p as *mut libc::c_void, iov_len: len as usize });
+                out.push(libc::iovec {
+                    iov_base: p as *mut libc::c_void,
+                    iov_len: len as usize,
+                });
             }
         }
         Ok(out)

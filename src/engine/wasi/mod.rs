@@ -213,7 +213,11 @@ impl WasiCtx {
             }
             envs.push(format!("{k}={v}"));
         }
-        let mut ctx = WasiCtx { args: config.args, envs, ..Default::default() };
+        let mut ctx = WasiCtx {
+            args: config.args,
+            envs,
+            ..Default::default()
+        };
         ctx.fds.reserve(config.preopens.len() + 4);
         let (mode, buf) = split_stdio(config.stdin);
         ctx.stdin_mode = mode;
@@ -233,10 +237,14 @@ impl WasiCtx {
             inheriting: 0,
             flags: 0,
         };
-        let common = rights::FD_FDSTAT_SET_FLAGS | rights::FD_FILESTAT_GET | rights::POLL_FD_READWRITE;
-        ctx.fds.push(Some(stream(Kind::Stdin, rights::FD_READ | common)));
-        ctx.fds.push(Some(stream(Kind::Stdout, rights::FD_WRITE | common)));
-        ctx.fds.push(Some(stream(Kind::Stderr, rights::FD_WRITE | common)));
+        let common =
+            rights::FD_FDSTAT_SET_FLAGS | rights::FD_FILESTAT_GET | rights::POLL_FD_READWRITE;
+        ctx.fds
+            .push(Some(stream(Kind::Stdin, rights::FD_READ | common)));
+        ctx.fds
+            .push(Some(stream(Kind::Stdout, rights::FD_WRITE | common)));
+        ctx.fds
+            .push(Some(stream(Kind::Stderr, rights::FD_WRITE | common)));
         let mut has_root = false;
         for p in &config.preopens {
             let guest = normalize_guest(&p.guest);
@@ -329,11 +337,17 @@ impl WasiCtx {
     }
 
     fn entry(&self, fd: u32) -> Result<&Entry, Errno> {
-        self.fds.get(fd as usize).and_then(Option::as_ref).ok_or(errno::BADF)
+        self.fds
+            .get(fd as usize)
+            .and_then(Option::as_ref)
+            .ok_or(errno::BADF)
     }
 
     fn entry_mut(&mut self, fd: u32) -> Result<&mut Entry, Errno> {
-        self.fds.get_mut(fd as usize).and_then(Option::as_mut).ok_or(errno::BADF)
+        self.fds
+            .get_mut(fd as usize)
+            .and_then(Option::as_mut)
+            .ok_or(errno::BADF)
     }
 
     /// `EMFILE` when the instance holds [`MAX_OPEN_FDS`] descriptors already.
@@ -388,7 +402,14 @@ impl WasiCtx {
 
     /// Opens `rel` beneath `dirfd` (confined), with the escape check; reaching a device node or
     /// /proc, /sys and the like is denied the same way.
-    fn open_beneath(&mut self, dirfd: RawFd, rel: &str, flags: i32, mode: u32, guest: &str) -> Result<OwnedFd, Errno> {
+    fn open_beneath(
+        &mut self,
+        dirfd: RawFd,
+        rel: &str,
+        flags: i32,
+        mode: u32,
+        guest: &str,
+    ) -> Result<OwnedFd, Errno> {
         if rel.is_empty() {
             return Err(errno::NOENT);
         }
@@ -420,14 +441,22 @@ impl WasiCtx {
         let flags = libc::O_PATH | libc::O_DIRECTORY;
         if last == "." || last == ".." {
             let d = self.open_beneath(dirfd, trimmed, flags, 0, &guest)?;
-            return Ok(Resolved { dir: DirFd::Owned(d), last: ".".to_string(), trailing_slash });
+            return Ok(Resolved {
+                dir: DirFd::Owned(d),
+                last: ".".to_string(),
+                trailing_slash,
+            });
         }
         let dir = if parent == "." {
             DirFd::Borrowed(dirfd)
         } else {
             DirFd::Owned(self.open_beneath(dirfd, parent, flags, 0, &guest)?)
         };
-        Ok(Resolved { dir, last: last.to_string(), trailing_slash })
+        Ok(Resolved {
+            dir,
+            last: last.to_string(),
+            trailing_slash,
+        })
     }
 }
 
@@ -478,7 +507,10 @@ fn build(ctx: WasiCtx) -> Result<ImportObject<WasiCtx>, (Box<WasmEdgeError>, Was
 
 /// True for the error WasmEdge reports when execution was stopped (by `proc_exit` or externally).
 pub fn is_terminated(e: &WasmEdgeError) -> bool {
-    matches!(e, WasmEdgeError::Core(CoreError::Common(CoreCommonError::Terminated)))
+    matches!(
+        e,
+        WasmEdgeError::Core(CoreError::Common(CoreCommonError::Terminated))
+    )
 }
 
 /// Instantiate `module` with our WASI and call `func` (usually "_start"); returns the call result

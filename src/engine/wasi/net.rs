@@ -41,8 +41,16 @@ pub struct NetCtx {
 impl NetCtx {
     /// `allowed_hosts` are compared case-insensitively with the URL's host.
     pub fn new(allowed_hosts: Vec<String>, max_requests: u32) -> Self {
-        let allowed_hosts = allowed_hosts.into_iter().map(|h| h.to_ascii_lowercase()).collect();
-        Self { allowed_hosts, max_requests, used: 0, violations: vec![] }
+        let allowed_hosts = allowed_hosts
+            .into_iter()
+            .map(|h| h.to_ascii_lowercase())
+            .collect();
+        Self {
+            allowed_hosts,
+            max_requests,
+            used: 0,
+            violations: vec![],
+        }
     }
 
     pub fn violations(&self) -> &[String] {
@@ -69,7 +77,10 @@ impl NetCtx {
             return Err(HOST_NOT_ALLOWED);
         }
         if self.used >= self.max_requests {
-            self.deny(format!("network request limit reached: {} (max_network_requests)", self.max_requests));
+            self.deny(format!(
+                "network request limit reached: {} (max_network_requests)",
+                self.max_requests
+            ));
             return Err(BUDGET_SPENT);
         }
         self.used += 1;
@@ -91,7 +102,12 @@ impl NetCtx {
             log::info!("edge_http: {method} {url} failed: {e}");
             FETCH_FAILED
         })?;
-        response.body_mut().with_config().limit(MAX_BODY).read_to_vec().map_err(|_| FETCH_FAILED)
+        response
+            .body_mut()
+            .with_config()
+            .limit(MAX_BODY)
+            .read_to_vec()
+            .map_err(|_| FETCH_FAILED)
     }
 }
 
@@ -108,11 +124,19 @@ fn http_host(url: &str) -> Option<String> {
     (!host.is_empty()).then(|| host.to_ascii_lowercase())
 }
 
-fn fetch(ctx: &mut NetCtx, _inst: &mut Instance, frame: &mut CallingFrame, args: Vec<WasmValue>) -> Result<Vec<WasmValue>, CoreError> {
+fn fetch(
+    ctx: &mut NetCtx,
+    _inst: &mut Instance,
+    frame: &mut CallingFrame,
+    args: Vec<WasmValue>,
+) -> Result<Vec<WasmValue>, CoreError> {
     let arg = |i: usize| args.get(i).map(|v| v.to_i32() as u32).unwrap_or(0);
     let (req_ptr, req_len, out_ptr, out_cap) = (arg(0), arg(1), arg(2), arg(3));
     let mut mem = Mem::of(frame);
-    let code = match mem.slice(req_ptr, req_len).map(|b| String::from_utf8_lossy(b).into_owned()) {
+    let code = match mem
+        .slice(req_ptr, req_len)
+        .map(|b| String::from_utf8_lossy(b).into_owned())
+    {
         Err(_) => BAD_POINTER,
         Ok(request) => match ctx.fetch(&request) {
             Err(code) => code,
@@ -140,8 +164,14 @@ mod tests {
 
     #[test]
     fn hosts_of_urls() {
-        assert_eq!(http_host("http://API.example.com/x").as_deref(), Some("api.example.com"));
-        assert_eq!(http_host("http://127.0.0.1:8080/").as_deref(), Some("127.0.0.1"));
+        assert_eq!(
+            http_host("http://API.example.com/x").as_deref(),
+            Some("api.example.com")
+        );
+        assert_eq!(
+            http_host("http://127.0.0.1:8080/").as_deref(),
+            Some("127.0.0.1")
+        );
         assert_eq!(http_host("http://user@h:1?q").as_deref(), Some("h"));
         assert_eq!(http_host("http://[::1]:80/").as_deref(), Some("::1"));
         assert_eq!(http_host("https://h/"), None);
@@ -151,7 +181,10 @@ mod tests {
     #[test]
     fn denied_host_is_recorded_and_not_counted() {
         let mut ctx = NetCtx::new(vec!["api.example.com".into()], 1);
-        assert_eq!(ctx.fetch("GET http://evil.example.net/steal"), Err(HOST_NOT_ALLOWED));
+        assert_eq!(
+            ctx.fetch("GET http://evil.example.net/steal"),
+            Err(HOST_NOT_ALLOWED)
+        );
         assert_eq!(ctx.violations(), ["host not allowed: evil.example.net"]);
         assert_eq!(ctx.requests_made(), 0);
     }
@@ -160,7 +193,10 @@ mod tests {
     fn budget_is_enforced_before_connecting() {
         let mut ctx = NetCtx::new(vec!["127.0.0.1".into()], 0);
         assert_eq!(ctx.fetch("GET http://127.0.0.1:9/"), Err(BUDGET_SPENT));
-        assert_eq!(ctx.violations(), ["network request limit reached: 0 (max_network_requests)"]);
+        assert_eq!(
+            ctx.violations(),
+            ["network request limit reached: 0 (max_network_requests)"]
+        );
     }
 
     #[test]

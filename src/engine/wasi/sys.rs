@@ -56,7 +56,10 @@ fn special_fs(fd: RawFd) -> Result<Option<&'static str>, HostErr> {
     // SAFETY: initialized by fstatfs (and zeroed before). The magics are 32-bit while the width
     // (and signedness) of f_type depends on the architecture.
     let magic = unsafe { st.assume_init() }.f_type as u32;
-    Ok(SPECIAL_FS.iter().find(|(m, _)| *m == magic).map(|(_, name)| *name))
+    Ok(SPECIAL_FS
+        .iter()
+        .find(|(m, _)| *m == magic)
+        .map(|(_, name)| *name))
 }
 
 /// A device node, or anything on a `SPECIAL_FS` file system.
@@ -108,11 +111,20 @@ pub enum OpenError {
 /// An attempt to leave `dirfd` (`..`, absolute path or symlink) fails with host `EXDEV`. What it
 /// reaches is checked too, as a mount inside the directory or a device node shipped in the image
 /// is no escape to openat2.
-pub fn open_confined(dirfd: RawFd, path: &str, flags: i32, mode: u32) -> Result<OwnedFd, OpenError> {
+pub fn open_confined(
+    dirfd: RawFd,
+    path: &str,
+    flags: i32,
+    mode: u32,
+) -> Result<OwnedFd, OpenError> {
     let c = CString::new(path).map_err(|_| OpenError::Host(libc::EINVAL))?;
     let creating = flags & libc::O_CREAT != 0 || flags & libc::O_TMPFILE == libc::O_TMPFILE;
     // openat2 refuses O_PATH with other flags (an O_PATH descriptor never becomes a terminal).
-    let noctty = if flags & libc::O_PATH == 0 { libc::O_NOCTTY } else { 0 };
+    let noctty = if flags & libc::O_PATH == 0 {
+        libc::O_NOCTTY
+    } else {
+        0
+    };
     let how = OpenHow {
         flags: (flags | noctty | libc::O_CLOEXEC) as u32 as u64,
         mode: if creating { mode as u64 } else { 0 },
@@ -140,7 +152,12 @@ pub fn open_beneath(dirfd: RawFd, path: &str, flags: i32, mode: u32) -> Result<O
 /// [`refuse_special_mounts`]).
 pub fn open_dir(path: &Path) -> io::Result<OwnedFd> {
     let shown = path.display();
-    let invalid = |why: &str| io::Error::new(io::ErrorKind::InvalidInput, format!("allowed dir {shown} {why}"));
+    let invalid = |why: &str| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("allowed dir {shown} {why}"),
+        )
+    };
     let rel = match path.as_os_str().as_bytes().strip_prefix(b"/") {
         Some(b"") => &b"."[..],
         Some(rel) => rel,
@@ -149,7 +166,11 @@ pub fn open_dir(path: &Path) -> io::Result<OwnedFd> {
     let rel = CString::new(rel).map_err(|_| invalid("contains NUL"))?;
     let os_err = |e: HostErr| {
         let os = io::Error::from_raw_os_error(e);
-        let hint = if e == libc::ELOOP { "; links through /proc such as /proc/self/fd/N are refused" } else { "" };
+        let hint = if e == libc::ELOOP {
+            "; links through /proc such as /proc/self/fd/N are refused"
+        } else {
+            ""
+        };
         io::Error::new(os.kind(), format!("allowed dir {shown}: {os}{hint}"))
     };
     let flags = libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC;
@@ -184,12 +205,18 @@ pub fn refuse_special_mounts(dir: &OwnedFd, path: &Path) -> io::Result<()> {
         return Ok(());
     };
     let shown = path.display();
-    let resolved = std::fs::read_link(format!("/proc/self/fd/{}", dir.as_raw_fd()))
-        .map_err(|e| io::Error::new(e.kind(), format!("allowed dir {shown}: cannot tell where it resolves: {e}")))?;
+    let resolved =
+        std::fs::read_link(format!("/proc/self/fd/{}", dir.as_raw_fd())).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("allowed dir {shown}: cannot tell where it resolves: {e}"),
+            )
+        })?;
     for line in mountinfo.lines() {
         // "36 35 98:0 /root /mount/point rw,noatime [optional fields] - fstype source options"
         let mut fields = line.split(' ');
-        let (Some(point), Some(fs)) = (fields.nth(4), fields.skip_while(|f| *f != "-").nth(1)) else {
+        let (Some(point), Some(fs)) = (fields.nth(4), fields.skip_while(|f| *f != "-").nth(1))
+        else {
             continue;
         };
         let point = unescape_mount_point(point);
@@ -200,9 +227,16 @@ pub fn refuse_special_mounts(dir: &OwnedFd, path: &Path) -> io::Result<()> {
         let what = if point == resolved {
             format!("resolves to {}, a {fs} mount", point.display())
         } else {
-            format!("resolves to {}, which contains the {fs} mount {}", resolved.display(), point.display())
+            format!(
+                "resolves to {}, which contains the {fs} mount {}",
+                resolved.display(),
+                point.display()
+            )
         };
-        return Err(io::Error::new(io::ErrorKind::PermissionDenied, format!("allowed dir {shown} {what}; {NEVER_SEEN}")));
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!("allowed dir {shown} {what}; {NEVER_SEEN}"),
+        ));
     }
     Ok(())
 }
@@ -214,7 +248,9 @@ fn unescape_mount_point(field: &str) -> PathBuf {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        let octal = b.get(i + 1..i + 4).filter(|d| b[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        let octal = b
+            .get(i + 1..i + 4)
+            .filter(|d| b[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)));
         match octal {
             Some(d) => {
                 out.push(d.iter().fold(0u32, |v, c| v * 8 + u32::from(c - b'0')) as u8);
@@ -311,7 +347,16 @@ pub fn filestat_bytes(st: &libc::stat) -> [u8; 64] {
 }
 
 #[allow(clippy::too_many_arguments)]
-pub fn filestat_raw(dev: u64, ino: u64, ft: u8, nlink: u64, size: u64, atim: u64, mtim: u64, ctim: u64) -> [u8; 64] {
+pub fn filestat_raw(
+    dev: u64,
+    ino: u64,
+    ft: u8,
+    nlink: u64,
+    size: u64,
+    atim: u64,
+    mtim: u64,
+    ctim: u64,
+) -> [u8; 64] {
     let mut b = [0u8; 64];
     b[0..8].copy_from_slice(&dev.to_le_bytes());
     b[8..16].copy_from_slice(&ino.to_le_bytes());
@@ -333,16 +378,30 @@ pub fn utime_specs(atim: u64, mtim: u64, fst: u16) -> Result<[libc::timespec; 2]
                 tv_sec: (ns / 1_000_000_000) as libc::time_t,
                 tv_nsec: (ns % 1_000_000_000) as libc::c_long,
             }),
-            (false, true) => Ok(libc::timespec { tv_sec: 0, tv_nsec: libc::UTIME_NOW }),
-            (false, false) => Ok(libc::timespec { tv_sec: 0, tv_nsec: libc::UTIME_OMIT }),
+            (false, true) => Ok(libc::timespec {
+                tv_sec: 0,
+                tv_nsec: libc::UTIME_NOW,
+            }),
+            (false, false) => Ok(libc::timespec {
+                tv_sec: 0,
+                tv_nsec: libc::UTIME_OMIT,
+            }),
         }
     }
     if fst & !(fstflags::ATIM | fstflags::ATIM_NOW | fstflags::MTIM | fstflags::MTIM_NOW) != 0 {
         return Err(errno::INVAL);
     }
     Ok([
-        one(atim, fst & fstflags::ATIM != 0, fst & fstflags::ATIM_NOW != 0)?,
-        one(mtim, fst & fstflags::MTIM != 0, fst & fstflags::MTIM_NOW != 0)?,
+        one(
+            atim,
+            fst & fstflags::ATIM != 0,
+            fst & fstflags::ATIM_NOW != 0,
+        )?,
+        one(
+            mtim,
+            fst & fstflags::MTIM != 0,
+            fst & fstflags::MTIM_NOW != 0,
+        )?,
     ])
 }
 
@@ -376,14 +435,20 @@ pub fn clock_id(id: u32) -> Result<libc::clockid_t, Errno> {
 }
 
 pub fn clock_now(clock: libc::clockid_t) -> Result<u64, Errno> {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: valid out pointer.
     cvt(unsafe { libc::clock_gettime(clock, &mut ts) })?;
     Ok(ts_ns(ts.tv_sec, ts.tv_nsec))
 }
 
 pub fn clock_res(clock: libc::clockid_t) -> Result<u64, Errno> {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: valid out pointer.
     cvt(unsafe { libc::clock_getres(clock, &mut ts) })?;
     Ok(ts_ns(ts.tv_sec, ts.tv_nsec).max(1))

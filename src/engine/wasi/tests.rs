@@ -15,7 +15,11 @@ use super::*;
 
 fn hello_module() -> Module {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/wasm/hello.wasm");
-    assert!(path.exists(), "{} is missing: run `make wasm` in the project root", path.display());
+    assert!(
+        path.exists(),
+        "{} is missing: run `make wasm` in the project root",
+        path.display()
+    );
     Module::from_file(None, &path).expect("load hello.wasm")
 }
 
@@ -47,7 +51,12 @@ fn run_module(module: &Module, cfg: WasiConfig) -> Ran {
     let (result, mut ctx) = run(module, "_start", ctx, None);
     let stdout = String::from_utf8_lossy(&ctx.take_stdout()).into_owned();
     let stderr = String::from_utf8_lossy(&ctx.take_stderr()).into_owned();
-    Ran { result, ctx, stdout, stderr }
+    Ran {
+        result,
+        ctx,
+        stdout,
+        stderr,
+    }
 }
 
 fn run_hello(cfg: WasiConfig) -> Ran {
@@ -55,7 +64,12 @@ fn run_hello(cfg: WasiConfig) -> Ran {
 }
 
 fn preopen(guest: &str, host: &Path, readonly: bool) -> Preopen {
-    Preopen { guest: guest.into(), host: host.to_path_buf(), readonly, bound: None }
+    Preopen {
+        guest: guest.into(),
+        host: host.to_path_buf(),
+        readonly,
+        bound: None,
+    }
 }
 
 // ---------------------------------------------------------------- the real hello module
@@ -82,16 +96,25 @@ fn exit_code_is_reported() {
 fn args_are_passed_exactly() {
     let r = run_hello(config(&["args", "a b", "", "ü=ñ", "--x"]));
     assert_eq!(r.ctx.exit_code(), Some(0));
-    assert_eq!(r.stdout, "argc=6\nargv[0]=hello\nargv[1]=args\nargv[2]=a b\nargv[3]=\nargv[4]=ü=ñ\nargv[5]=--x\n");
+    assert_eq!(
+        r.stdout,
+        "argc=6\nargv[0]=hello\nargv[1]=args\nargv[2]=a b\nargv[3]=\nargv[4]=ü=ñ\nargv[5]=--x\n"
+    );
 }
 
 #[test]
 fn environment_is_exactly_the_given_one() {
     let mut cfg = config(&["env", "FOO", "EMPTY", "HOME", "PATH"]);
-    cfg.envs = vec![("FOO".into(), "bar=baz".into()), ("EMPTY".into(), String::new())];
+    cfg.envs = vec![
+        ("FOO".into(), "bar=baz".into()),
+        ("EMPTY".into(), String::new()),
+    ];
     let r = run_hello(cfg);
     assert_eq!(r.ctx.exit_code(), Some(0));
-    assert_eq!(r.stdout, "FOO=bar=baz\nEMPTY=\nHOME is unset\nPATH is unset\n");
+    assert_eq!(
+        r.stdout,
+        "FOO=bar=baz\nEMPTY=\nHOME is unset\nPATH is unset\n"
+    );
 
     let mut cfg = config(&["env"]);
     cfg.envs = vec![("B".into(), "2".into()), ("A".into(), "1".into())];
@@ -120,8 +143,15 @@ fn write_into_readonly_preopen_is_a_violation() {
     cfg.preopens = vec![preopen("/config", dir.path(), true)];
     let r = run_hello(cfg);
     assert_eq!(r.ctx.exit_code(), Some(2));
-    assert!(r.stderr.starts_with("write /config/x.txt: "), "{}", r.stderr);
-    assert_eq!(r.ctx.violations(), ["sandbox violation: fs write /config/x.txt"]);
+    assert!(
+        r.stderr.starts_with("write /config/x.txt: "),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(
+        r.ctx.violations(),
+        ["sandbox violation: fs write /config/x.txt"]
+    );
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "original");
     // Reading it is still fine.
     let mut cfg = config(&["cat", "/config/x.txt"]);
@@ -139,7 +169,11 @@ fn path_outside_preopens_is_denied() {
     let r = run_hello(cfg);
     assert_eq!(r.ctx.exit_code(), Some(2));
     assert!(r.stderr.contains("cat /etc/passwd: "), "{}", r.stderr);
-    assert!(r.stderr.to_lowercase().contains("permission denied"), "{}", r.stderr);
+    assert!(
+        r.stderr.to_lowercase().contains("permission denied"),
+        "{}",
+        r.stderr
+    );
     assert_eq!(r.stdout, "");
     assert_eq!(r.ctx.violations(), ["permission denied: /etc/passwd"]);
 
@@ -161,7 +195,10 @@ fn dotdot_and_symlink_escapes_are_denied() {
     std::os::unix::fs::symlink("ok.txt", inner.join("good-link")).unwrap();
 
     for (path, violation) in [
-        ("/data/../secret.txt", "permission denied: /data/../secret.txt"),
+        (
+            "/data/../secret.txt",
+            "permission denied: /data/../secret.txt",
+        ),
         ("/data/abs-link", "permission denied: /data/abs-link"),
         ("/data/rel-link", "permission denied: /data/rel-link"),
     ] {
@@ -184,10 +221,16 @@ fn dotdot_and_symlink_escapes_are_denied() {
 fn write_into_rw_preopen_works() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(&["write", "/out/new.txt", "written by wasm"]);
-    cfg.preopens = vec![preopen("/config", dir.path(), true), preopen("/out", dir.path(), false)];
+    cfg.preopens = vec![
+        preopen("/config", dir.path(), true),
+        preopen("/out", dir.path(), false),
+    ];
     let r = run_hello(cfg);
     assert_eq!(r.ctx.exit_code(), Some(0), "stderr: {}", r.stderr);
-    assert_eq!(std::fs::read_to_string(dir.path().join("new.txt")).unwrap(), "written by wasm");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("new.txt")).unwrap(),
+        "written by wasm"
+    );
     assert!(r.ctx.violations().is_empty());
 }
 
@@ -235,7 +278,10 @@ fn import_object_can_be_reused_across_runs() {
         let (result, mut ctx) = run_reusing(&mut object, &module, "_start", ctx, None);
         assert!(result.is_ok(), "{result:?}");
         assert_eq!(ctx.exit_code(), Some(code.parse().unwrap()));
-        assert_eq!(ctx.take_stdout(), format!("exiting with {code}\n").as_bytes());
+        assert_eq!(
+            ctx.take_stdout(),
+            format!("exiting with {code}\n").as_bytes()
+        );
     }
     let ctx = WasiCtx::new(config(&["trap"])).unwrap();
     let (result, ctx) = run_reusing(&mut object, &module, "_start", ctx, None);
@@ -350,7 +396,10 @@ fn out_of_bounds_pointers_give_efault() {
     assert!(r.result.is_ok(), "{:?}", r.result);
     assert_eq!(r.ctx.exit_code(), None);
     let f = errno::FAULT as u8;
-    assert_eq!(r.stdout.as_bytes(), [f, f, f, f, f, f, f, f, f, f, 0, 0, errno::INVAL as u8]);
+    assert_eq!(
+        r.stdout.as_bytes(),
+        [f, f, f, f, f, f, f, f, f, f, 0, 0, errno::INVAL as u8]
+    );
 }
 
 #[test]
@@ -439,7 +488,11 @@ impl Guest {
     fn new() -> Guest {
         let mut buf = vec![0u8; 65536];
         let mem = Mem::from_slice(&mut buf);
-        Guest { _buf: buf, mem, next: 40000 }
+        Guest {
+            _buf: buf,
+            mem,
+            next: 40000,
+        }
     }
     /// Copies `s` to fresh guest memory; returns (ptr, len).
     fn s(&mut self, s: &str) -> (u32, u32) {
@@ -457,9 +510,20 @@ impl Guest {
 }
 
 const OUT: u32 = 0;
-const RW: u64 = rights::FD_READ | rights::FD_WRITE | rights::FD_SEEK | rights::FD_TELL | rights::FD_FILESTAT_GET;
+const RW: u64 = rights::FD_READ
+    | rights::FD_WRITE
+    | rights::FD_SEEK
+    | rights::FD_TELL
+    | rights::FD_FILESTAT_GET;
 
-fn open(ctx: &mut WasiCtx, g: &mut Guest, dir: u32, path: &str, of: u16, base: u64) -> Result<u32, Errno> {
+fn open(
+    ctx: &mut WasiCtx,
+    g: &mut Guest,
+    dir: u32,
+    path: &str,
+    of: u16,
+    base: u64,
+) -> Result<u32, Errno> {
     let (p, l) = g.s(path);
     funcs::path_open(ctx, &mut g.mem, dir, 1, p, l, of as u32, base, base, 0, OUT)?;
     Ok(g.u32(OUT))
@@ -524,18 +588,31 @@ fn fixture() -> Fixture {
     std::fs::create_dir(ro.path().join("sub")).unwrap();
     let cfg = WasiConfig {
         args: vec!["t".into()],
-        preopens: vec![preopen("/data", rw.path(), false), preopen("/ro/", ro.path(), true)],
+        preopens: vec![
+            preopen("/data", rw.path(), false),
+            preopen("/ro/", ro.path(), true),
+        ],
         stdin: Stdio::Buffer(b"abc".to_vec()),
         stdout: Stdio::Buffer(Vec::new()),
         ..Default::default()
     };
     let ctx = WasiCtx::new(cfg).unwrap();
-    Fixture { rw, ro, ctx, g: Guest::new() }
+    Fixture {
+        rw,
+        ro,
+        ctx,
+        g: Guest::new(),
+    }
 }
 
 #[test]
 fn prestat_lists_preopens_then_root() {
-    let Fixture { mut ctx, mut g, rw: _rw, ro: _ro } = fixture();
+    let Fixture {
+        mut ctx,
+        mut g,
+        rw: _rw,
+        ro: _ro,
+    } = fixture();
     let mut names = Vec::new();
     for fd in 3.. {
         match funcs::fd_prestat_get(&mut ctx, &mut g.mem, fd, 8) {
@@ -552,14 +629,23 @@ fn prestat_lists_preopens_then_root() {
         }
     }
     assert_eq!(names, ["/data", "/ro", "/"]);
-    assert_eq!(funcs::fd_prestat_get(&mut ctx, &mut g.mem, 0, 8), Err(errno::BADF));
-    assert_eq!(funcs::fd_prestat_dir_name(&mut ctx, &mut g.mem, 3, 200, 2), Err(errno::NAMETOOLONG));
+    assert_eq!(
+        funcs::fd_prestat_get(&mut ctx, &mut g.mem, 0, 8),
+        Err(errno::BADF)
+    );
+    assert_eq!(
+        funcs::fd_prestat_dir_name(&mut ctx, &mut g.mem, 3, 200, 2),
+        Err(errno::NAMETOOLONG)
+    );
 }
 
 #[test]
 fn root_preopen_is_skipped_when_slash_is_configured() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = WasiConfig { preopens: vec![preopen("/", dir.path(), false)], ..Default::default() };
+    let cfg = WasiConfig {
+        preopens: vec![preopen("/", dir.path(), false)],
+        ..Default::default()
+    };
     let ctx = WasiCtx::new(cfg).unwrap();
     assert_eq!(ctx.fds.len(), 4);
     assert!(matches!(ctx.fds[3].as_ref().unwrap().kind, Kind::Dir(_)));
@@ -567,8 +653,21 @@ fn root_preopen_is_skipped_when_slash_is_configured() {
 
 #[test]
 fn files_roundtrip_in_rw_preopen() {
-    let Fixture { rw, mut ctx, mut g, ro: _ro } = fixture();
-    let fd = open(&mut ctx, &mut g, 3, "a.txt", oflags::CREAT | oflags::TRUNC, RW).unwrap();
+    let Fixture {
+        rw,
+        mut ctx,
+        mut g,
+        ro: _ro,
+    } = fixture();
+    let fd = open(
+        &mut ctx,
+        &mut g,
+        3,
+        "a.txt",
+        oflags::CREAT | oflags::TRUNC,
+        RW,
+    )
+    .unwrap();
     assert_eq!(write(&mut ctx, &mut g, fd, "hello world").unwrap(), 11);
     funcs::fd_seek(&mut ctx, &mut g.mem, fd, 6, 0, 8).unwrap();
     assert_eq!(g.u64(8), 6);
@@ -581,31 +680,57 @@ fn files_roundtrip_in_rw_preopen() {
     funcs::fd_filestat_set_size(&mut ctx, &mut g.mem, fd, 5).unwrap();
     funcs::fd_close(&mut ctx, &mut g.mem, fd).unwrap();
     assert_eq!(funcs::fd_close(&mut ctx, &mut g.mem, fd), Err(errno::BADF));
-    assert_eq!(std::fs::read_to_string(rw.path().join("a.txt")).unwrap(), "hello");
+    assert_eq!(
+        std::fs::read_to_string(rw.path().join("a.txt")).unwrap(),
+        "hello"
+    );
 
     // mkdir, rename, readdir, unlink, rmdir
     let (p, l) = g.s("d");
     funcs::path_create_directory(&mut ctx, &mut g.mem, 3, p, l).unwrap();
-    assert_eq!(funcs::path_create_directory(&mut ctx, &mut g.mem, 3, p, l), Err(errno::EXIST));
+    assert_eq!(
+        funcs::path_create_directory(&mut ctx, &mut g.mem, 3, p, l),
+        Err(errno::EXIST)
+    );
     let (o, ol) = g.s("a.txt");
     let (n, nl) = g.s("d/b.txt");
     funcs::path_rename(&mut ctx, &mut g.mem, 3, o, ol, 3, n, nl).unwrap();
     assert!(rw.path().join("d/b.txt").exists());
     for i in 0..40 {
-        std::fs::write(rw.path().join(format!("d/file-with-a-longer-name-{i:02}")), "").unwrap();
+        std::fs::write(
+            rw.path().join(format!("d/file-with-a-longer-name-{i:02}")),
+            "",
+        )
+        .unwrap();
     }
-    let d = open(&mut ctx, &mut g, 3, "d", oflags::DIRECTORY, rights::FD_READDIR).unwrap();
-    let mut expected: Vec<String> = (0..40).map(|i| format!("file-with-a-longer-name-{i:02}")).collect();
+    let d = open(
+        &mut ctx,
+        &mut g,
+        3,
+        "d",
+        oflags::DIRECTORY,
+        rights::FD_READDIR,
+    )
+    .unwrap();
+    let mut expected: Vec<String> = (0..40)
+        .map(|i| format!("file-with-a-longer-name-{i:02}"))
+        .collect();
     expected.extend([".", "..", "b.txt"].map(String::from));
     expected.sort();
     assert_eq!(readdir_names(&mut ctx, &mut g, d, 4096), expected);
     // Small buffers force truncated entries and resumption by cookie.
     assert_eq!(readdir_names(&mut ctx, &mut g, d, 70), expected);
     let (u, ul) = g.s("d/b.txt/");
-    assert_eq!(funcs::path_unlink_file(&mut ctx, &mut g.mem, 3, u, ul), Err(errno::NOTDIR));
+    assert_eq!(
+        funcs::path_unlink_file(&mut ctx, &mut g.mem, 3, u, ul),
+        Err(errno::NOTDIR)
+    );
     let (u, ul) = g.s("d/b.txt");
     funcs::path_unlink_file(&mut ctx, &mut g.mem, 3, u, ul).unwrap();
-    assert_eq!(funcs::path_remove_directory(&mut ctx, &mut g.mem, 3, p, l), Err(errno::NOTEMPTY));
+    assert_eq!(
+        funcs::path_remove_directory(&mut ctx, &mut g.mem, 3, p, l),
+        Err(errno::NOTEMPTY)
+    );
     for i in 0..40 {
         std::fs::remove_file(rw.path().join(format!("d/file-with-a-longer-name-{i:02}"))).unwrap();
     }
@@ -613,13 +738,21 @@ fn files_roundtrip_in_rw_preopen() {
     assert!(!rw.path().join("d").exists());
 
     // Opening a missing file without CREAT.
-    assert_eq!(open(&mut ctx, &mut g, 3, "missing", 0, RW), Err(errno::NOENT));
+    assert_eq!(
+        open(&mut ctx, &mut g, 3, "missing", 0, RW),
+        Err(errno::NOENT)
+    );
     assert!(ctx.violations().is_empty(), "{:?}", ctx.violations());
 }
 
 #[test]
 fn symlinks_and_readlink() {
-    let Fixture { rw, mut ctx, mut g, ro: _ro } = fixture();
+    let Fixture {
+        rw,
+        mut ctx,
+        mut g,
+        ro: _ro,
+    } = fixture();
     std::fs::write(rw.path().join("t.txt"), "target").unwrap();
     let (t, tl) = g.s("t.txt");
     let (n, nl) = g.s("l");
@@ -637,16 +770,31 @@ fn symlinks_and_readlink() {
     // Hard link through the symlink (follow) links the target.
     let (h, hl) = g.s("hard");
     funcs::path_link(&mut ctx, &mut g.mem, 3, 1, n, nl, 3, h, hl).unwrap();
-    assert_eq!(std::fs::read_to_string(rw.path().join("hard")).unwrap(), "target");
-    assert!(!std::fs::symlink_metadata(rw.path().join("hard")).unwrap().file_type().is_symlink());
+    assert_eq!(
+        std::fs::read_to_string(rw.path().join("hard")).unwrap(),
+        "target"
+    );
+    assert!(!std::fs::symlink_metadata(rw.path().join("hard"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
     // Escaping symlink: creation is fine, following it is denied.
     let (t, tl) = g.s("../../../../etc/passwd");
     let (e, el) = g.s("escape");
     funcs::path_symlink(&mut ctx, &mut g.mem, t, tl, 3, e, el).unwrap();
-    assert_eq!(open(&mut ctx, &mut g, 3, "escape", 0, rights::FD_READ), Err(errno::ACCES));
-    assert_eq!(funcs::path_filestat_get(&mut ctx, &mut g.mem, 3, 1, e, el, 300), Err(errno::ACCES));
+    assert_eq!(
+        open(&mut ctx, &mut g, 3, "escape", 0, rights::FD_READ),
+        Err(errno::ACCES)
+    );
+    assert_eq!(
+        funcs::path_filestat_get(&mut ctx, &mut g.mem, 3, 1, e, el, 300),
+        Err(errno::ACCES)
+    );
     let (h2, h2l) = g.s("hard2");
-    assert_eq!(funcs::path_link(&mut ctx, &mut g.mem, 3, 1, e, el, 3, h2, h2l), Err(errno::ACCES));
+    assert_eq!(
+        funcs::path_link(&mut ctx, &mut g.mem, 3, 1, e, el, 3, h2, h2l),
+        Err(errno::ACCES)
+    );
     assert_eq!(ctx.violations(), ["permission denied: /data/escape"]);
     // Unlinking the escaping symlink itself is fine (does not follow it).
     funcs::path_unlink_file(&mut ctx, &mut g.mem, 3, e, el).unwrap();
@@ -654,7 +802,12 @@ fn symlinks_and_readlink() {
 
 #[test]
 fn dotdot_in_path_operations_is_confined() {
-    let Fixture { rw, mut ctx, mut g, ro: _ro } = fixture();
+    let Fixture {
+        rw,
+        mut ctx,
+        mut g,
+        ro: _ro,
+    } = fixture();
     std::fs::create_dir(rw.path().join("sub")).unwrap();
     // Staying inside through ".." is fine.
     let (p, l) = g.s("sub/../made");
@@ -662,13 +815,25 @@ fn dotdot_in_path_operations_is_confined() {
     assert!(rw.path().join("made").is_dir());
     // Leaving is denied, for every kind of operation.
     let (p, l) = g.s("../x");
-    assert_eq!(funcs::path_create_directory(&mut ctx, &mut g.mem, 3, p, l), Err(errno::ACCES));
+    assert_eq!(
+        funcs::path_create_directory(&mut ctx, &mut g.mem, 3, p, l),
+        Err(errno::ACCES)
+    );
     let (p, l) = g.s("..");
-    assert_eq!(funcs::path_remove_directory(&mut ctx, &mut g.mem, 3, p, l), Err(errno::ACCES));
+    assert_eq!(
+        funcs::path_remove_directory(&mut ctx, &mut g.mem, 3, p, l),
+        Err(errno::ACCES)
+    );
     let (p, l) = g.s("sub/../../y");
-    assert_eq!(funcs::path_unlink_file(&mut ctx, &mut g.mem, 3, p, l), Err(errno::ACCES));
+    assert_eq!(
+        funcs::path_unlink_file(&mut ctx, &mut g.mem, 3, p, l),
+        Err(errno::ACCES)
+    );
     let (p, l) = g.s("/etc/passwd");
-    assert_eq!(funcs::path_filestat_get(&mut ctx, &mut g.mem, 3, 1, p, l, 300), Err(errno::ACCES));
+    assert_eq!(
+        funcs::path_filestat_get(&mut ctx, &mut g.mem, 3, 1, p, l, 300),
+        Err(errno::ACCES)
+    );
     assert_eq!(
         ctx.violations(),
         [
@@ -686,43 +851,134 @@ fn dotdot_in_path_operations_is_confined() {
 
 #[test]
 fn readonly_preopen_refuses_every_write() {
-    let Fixture { rw, ro, mut ctx, mut g } = fixture();
+    let Fixture {
+        rw,
+        ro,
+        mut ctx,
+        mut g,
+    } = fixture();
     let nc = Err(errno::NOTCAPABLE);
     // Reading works.
-    let fd = open(&mut ctx, &mut g, 4, "keep.txt", 0, rights::FD_READ | rights::FD_FILESTAT_SET_TIMES).unwrap();
+    let fd = open(
+        &mut ctx,
+        &mut g,
+        4,
+        "keep.txt",
+        0,
+        rights::FD_READ | rights::FD_FILESTAT_SET_TIMES,
+    )
+    .unwrap();
     assert_eq!(read(&mut ctx, &mut g, fd, 10).unwrap(), b"keep");
     // But the read-only descriptor cannot be written through.
     assert_eq!(write(&mut ctx, &mut g, fd, "x").map(|_| ()), nc);
-    assert_eq!(funcs::fd_filestat_set_times(&mut ctx, &mut g.mem, fd, 0, 0, 2 | 8), nc);
+    assert_eq!(
+        funcs::fd_filestat_set_times(&mut ctx, &mut g.mem, fd, 0, 0, 2 | 8),
+        nc
+    );
     assert_eq!(funcs::fd_filestat_set_size(&mut ctx, &mut g.mem, fd, 0), nc);
     assert_eq!(funcs::fd_allocate(&mut ctx, &mut g.mem, fd, 0, 10), nc);
     assert_eq!(funcs::fd_fdstat_set_flags(&mut ctx, &mut g.mem, fd, 1), nc);
     // Opening for writing / creating.
-    assert_eq!(open(&mut ctx, &mut g, 4, "keep.txt", 0, rights::FD_WRITE).map(|_| ()), nc);
-    assert_eq!(open(&mut ctx, &mut g, 4, "keep.txt", oflags::TRUNC, rights::FD_READ).map(|_| ()), nc);
-    assert_eq!(open(&mut ctx, &mut g, 4, "new.txt", oflags::CREAT, rights::FD_READ).map(|_| ()), nc);
+    assert_eq!(
+        open(&mut ctx, &mut g, 4, "keep.txt", 0, rights::FD_WRITE).map(|_| ()),
+        nc
+    );
+    assert_eq!(
+        open(
+            &mut ctx,
+            &mut g,
+            4,
+            "keep.txt",
+            oflags::TRUNC,
+            rights::FD_READ
+        )
+        .map(|_| ()),
+        nc
+    );
+    assert_eq!(
+        open(
+            &mut ctx,
+            &mut g,
+            4,
+            "new.txt",
+            oflags::CREAT,
+            rights::FD_READ
+        )
+        .map(|_| ()),
+        nc
+    );
     let (p, l) = g.s("keep.txt");
     let append = abi::fdflags::APPEND as u32;
-    assert_eq!(funcs::path_open(&mut ctx, &mut g.mem, 4, 1, p, l, 0, rights::FD_READ, 0, append, OUT), nc);
+    assert_eq!(
+        funcs::path_open(
+            &mut ctx,
+            &mut g.mem,
+            4,
+            1,
+            p,
+            l,
+            0,
+            rights::FD_READ,
+            0,
+            append,
+            OUT
+        ),
+        nc
+    );
     // Path operations.
     let (d, dl) = g.s("newdir");
-    assert_eq!(funcs::path_create_directory(&mut ctx, &mut g.mem, 4, d, dl), nc);
+    assert_eq!(
+        funcs::path_create_directory(&mut ctx, &mut g.mem, 4, d, dl),
+        nc
+    );
     let (s, sl) = g.s("sub");
-    assert_eq!(funcs::path_remove_directory(&mut ctx, &mut g.mem, 4, s, sl), nc);
+    assert_eq!(
+        funcs::path_remove_directory(&mut ctx, &mut g.mem, 4, s, sl),
+        nc
+    );
     assert_eq!(funcs::path_unlink_file(&mut ctx, &mut g.mem, 4, p, l), nc);
-    assert_eq!(funcs::path_filestat_set_times(&mut ctx, &mut g.mem, 4, 0, p, l, 0, 0, 2), nc);
+    assert_eq!(
+        funcs::path_filestat_set_times(&mut ctx, &mut g.mem, 4, 0, p, l, 0, 0, 2),
+        nc
+    );
     let (t, tl) = g.s("t");
-    assert_eq!(funcs::path_symlink(&mut ctx, &mut g.mem, p, l, 4, t, tl), nc);
+    assert_eq!(
+        funcs::path_symlink(&mut ctx, &mut g.mem, p, l, 4, t, tl),
+        nc
+    );
     // Rename and link, in either direction between rw and ro.
     std::fs::write(rw.path().join("moved.txt"), "").unwrap();
     let (r, rl) = g.s("moved.txt");
-    assert_eq!(funcs::path_rename(&mut ctx, &mut g.mem, 4, p, l, 3, r, rl), nc);
-    assert_eq!(funcs::path_rename(&mut ctx, &mut g.mem, 3, r, rl, 4, p, l), nc);
-    assert_eq!(funcs::path_link(&mut ctx, &mut g.mem, 4, 0, p, l, 3, r, rl), nc);
-    assert_eq!(funcs::path_link(&mut ctx, &mut g.mem, 3, 0, r, rl, 4, t, tl), nc);
+    assert_eq!(
+        funcs::path_rename(&mut ctx, &mut g.mem, 4, p, l, 3, r, rl),
+        nc
+    );
+    assert_eq!(
+        funcs::path_rename(&mut ctx, &mut g.mem, 3, r, rl, 4, p, l),
+        nc
+    );
+    assert_eq!(
+        funcs::path_link(&mut ctx, &mut g.mem, 4, 0, p, l, 3, r, rl),
+        nc
+    );
+    assert_eq!(
+        funcs::path_link(&mut ctx, &mut g.mem, 3, 0, r, rl, 4, t, tl),
+        nc
+    );
     // A directory opened beneath it inherits read-only.
-    let sub = open(&mut ctx, &mut g, 4, "sub", oflags::DIRECTORY, rights::FD_READDIR).unwrap();
-    assert_eq!(open(&mut ctx, &mut g, sub, "f", oflags::CREAT, rights::FD_WRITE).map(|_| ()), nc);
+    let sub = open(
+        &mut ctx,
+        &mut g,
+        4,
+        "sub",
+        oflags::DIRECTORY,
+        rights::FD_READDIR,
+    )
+    .unwrap();
+    assert_eq!(
+        open(&mut ctx, &mut g, sub, "f", oflags::CREAT, rights::FD_WRITE).map(|_| ()),
+        nc
+    );
 
     assert_eq!(
         ctx.violations(),
@@ -736,22 +992,54 @@ fn readonly_preopen_refuses_every_write() {
         ]
     );
     // Nothing changed on the host.
-    assert_eq!(std::fs::read_to_string(ro.path().join("keep.txt")).unwrap(), "keep");
-    let mut names: Vec<String> =
-        std::fs::read_dir(ro.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    assert_eq!(
+        std::fs::read_to_string(ro.path().join("keep.txt")).unwrap(),
+        "keep"
+    );
+    let mut names: Vec<String> = std::fs::read_dir(ro.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
     names.sort();
     assert_eq!(names, ["keep.txt", "sub"]);
 }
 
 #[test]
 fn virtual_root_denies_everything() {
-    let Fixture { mut ctx, mut g, rw: _rw, ro: _ro } = fixture();
-    assert_eq!(open(&mut ctx, &mut g, 5, "etc/passwd", 0, rights::FD_READ), Err(errno::ACCES));
-    assert_eq!(open(&mut ctx, &mut g, 5, "tmp/new", oflags::CREAT, rights::FD_WRITE), Err(errno::ACCES));
+    let Fixture {
+        mut ctx,
+        mut g,
+        rw: _rw,
+        ro: _ro,
+    } = fixture();
+    assert_eq!(
+        open(&mut ctx, &mut g, 5, "etc/passwd", 0, rights::FD_READ),
+        Err(errno::ACCES)
+    );
+    assert_eq!(
+        open(
+            &mut ctx,
+            &mut g,
+            5,
+            "tmp/new",
+            oflags::CREAT,
+            rights::FD_WRITE
+        ),
+        Err(errno::ACCES)
+    );
     let (p, l) = g.s("etc");
-    assert_eq!(funcs::path_filestat_get(&mut ctx, &mut g.mem, 5, 1, p, l, 300), Err(errno::ACCES));
-    assert_eq!(funcs::path_create_directory(&mut ctx, &mut g.mem, 5, p, l), Err(errno::ACCES));
-    assert_eq!(open(&mut ctx, &mut g, 5, "etc/passwd", 0, rights::FD_READ), Err(errno::ACCES));
+    assert_eq!(
+        funcs::path_filestat_get(&mut ctx, &mut g.mem, 5, 1, p, l, 300),
+        Err(errno::ACCES)
+    );
+    assert_eq!(
+        funcs::path_create_directory(&mut ctx, &mut g.mem, 5, p, l),
+        Err(errno::ACCES)
+    );
+    assert_eq!(
+        open(&mut ctx, &mut g, 5, "etc/passwd", 0, rights::FD_READ),
+        Err(errno::ACCES)
+    );
     // Listing "/" shows nothing.
     funcs::fd_readdir(&mut ctx, &mut g.mem, 5, 1000, 1000, 0, OUT).unwrap();
     assert_eq!(g.u32(OUT), 0);
@@ -759,13 +1047,22 @@ fn virtual_root_denies_everything() {
     assert_eq!(g.mem.read_u8(300).unwrap(), abi::filetype::DIRECTORY);
     assert_eq!(
         ctx.violations(),
-        ["permission denied: /etc/passwd", "permission denied: /tmp/new", "permission denied: /etc"]
+        [
+            "permission denied: /etc/passwd",
+            "permission denied: /tmp/new",
+            "permission denied: /etc"
+        ]
     );
 }
 
 #[test]
 fn stdio_buffers_and_fd_table() {
-    let Fixture { mut ctx, mut g, rw: _rw, ro: _ro } = fixture();
+    let Fixture {
+        mut ctx,
+        mut g,
+        rw: _rw,
+        ro: _ro,
+    } = fixture();
     assert_eq!(read(&mut ctx, &mut g, 0, 2).unwrap(), b"ab");
     assert_eq!(read(&mut ctx, &mut g, 0, 10).unwrap(), b"c");
     assert_eq!(read(&mut ctx, &mut g, 0, 10).unwrap(), b"");
@@ -776,7 +1073,10 @@ fn stdio_buffers_and_fd_table() {
     assert_eq!(write(&mut ctx, &mut g, 0, "x"), Err(errno::BADF));
     assert_eq!(write(&mut ctx, &mut g, 99, "x"), Err(errno::BADF));
     let (s, sl) = g.s("x");
-    assert_eq!(funcs::fd_seek(&mut ctx, &mut g.mem, 1, 0, 0, 8), Err(errno::SPIPE));
+    assert_eq!(
+        funcs::fd_seek(&mut ctx, &mut g.mem, 1, 0, 0, 8),
+        Err(errno::SPIPE)
+    );
     let _ = (s, sl);
     // fdstat of a buffer: not a tty (wasi-libc's isatty needs CHARACTER_DEVICE without SEEK/TELL).
     funcs::fd_fdstat_get(&mut ctx, &mut g.mem, 1, 300).unwrap();
@@ -801,7 +1101,12 @@ fn stdio_buffers_and_fd_table() {
 
 #[test]
 fn poll_oneoff_clocks_and_fds() {
-    let Fixture { mut ctx, mut g, rw: _rw, ro: _ro } = fixture();
+    let Fixture {
+        mut ctx,
+        mut g,
+        rw: _rw,
+        ro: _ro,
+    } = fixture();
     // One relative monotonic clock of 20 ms.
     let sub = 2000;
     let mut s = [0u8; 48];
@@ -843,15 +1148,26 @@ fn poll_oneoff_clocks_and_fds() {
     g.mem.write_bytes(sub + 48, &f).unwrap();
     funcs::poll_oneoff(&mut ctx, &mut g.mem, sub, 3000, 2, OUT).unwrap();
     assert_eq!(g.u32(OUT), 2);
-    assert_eq!(funcs::poll_oneoff(&mut ctx, &mut g.mem, sub, 3000, 0, OUT), Err(errno::INVAL));
+    assert_eq!(
+        funcs::poll_oneoff(&mut ctx, &mut g.mem, sub, 3000, 0, OUT),
+        Err(errno::INVAL)
+    );
 }
 
 #[test]
 fn clocks_and_random() {
-    let Fixture { mut ctx, mut g, rw: _rw, ro: _ro } = fixture();
+    let Fixture {
+        mut ctx,
+        mut g,
+        rw: _rw,
+        ro: _ro,
+    } = fixture();
     funcs::clock_time_get(&mut ctx, &mut g.mem, 0, 0, 8).unwrap();
     let wall = g.u64(8);
-    let host = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+    let host = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
     assert!(host.abs_diff(wall) < 5_000_000_000);
     funcs::clock_time_get(&mut ctx, &mut g.mem, 1, 0, 8).unwrap();
     let a = g.u64(8);
@@ -862,7 +1178,10 @@ fn clocks_and_random() {
         assert!(g.u64(8) > 0);
         funcs::clock_time_get(&mut ctx, &mut g.mem, id, 0, 8).unwrap();
     }
-    assert_eq!(funcs::clock_time_get(&mut ctx, &mut g.mem, 4, 0, 8), Err(errno::INVAL));
+    assert_eq!(
+        funcs::clock_time_get(&mut ctx, &mut g.mem, 4, 0, 8),
+        Err(errno::INVAL)
+    );
     funcs::random_get(&mut ctx, &mut g.mem, 5000, 4096).unwrap();
     assert!(g.mem.slice(5000, 4096).unwrap().iter().any(|&b| b != 0));
 }
@@ -876,9 +1195,15 @@ fn ctx_can_move_between_threads() {
 
 #[test]
 fn new_rejects_bad_config() {
-    let cfg = WasiConfig { envs: vec![("A=B".into(), "x".into())], ..Default::default() };
+    let cfg = WasiConfig {
+        envs: vec![("A=B".into(), "x".into())],
+        ..Default::default()
+    };
     assert!(WasiCtx::new(cfg).is_err());
-    let cfg = WasiConfig { args: vec!["a\0b".into()], ..Default::default() };
+    let cfg = WasiConfig {
+        args: vec!["a\0b".into()],
+        ..Default::default()
+    };
     assert!(WasiCtx::new(cfg).is_err());
 }
 
@@ -903,22 +1228,40 @@ fn preopen_host_dirs_resolve_inside_the_root_and_never_into_proc() {
     let relative = link("ok-rel", "real");
 
     // Refused both by the check at container start and by every WasiCtx.
-    for (host, why) in [(&to_proc_self, "resolves into a file system of type proc"), (&magic, "links through /proc")] {
+    for (host, why) in [
+        (&to_proc_self, "resolves into a file system of type proc"),
+        (&magic, "links through /proc"),
+    ] {
         let msg = bind_preopen_dir(host).unwrap_err().to_string();
-        assert!(msg.starts_with(&format!("allowed dir {}", host.display())) && msg.contains(why), "{msg}");
-        let cfg = WasiConfig { preopens: vec![preopen("/config", host, true)], ..Default::default() };
+        assert!(
+            msg.starts_with(&format!("allowed dir {}", host.display())) && msg.contains(why),
+            "{msg}"
+        );
+        let cfg = WasiConfig {
+            preopens: vec![preopen("/config", host, true)],
+            ..Default::default()
+        };
         let msg = WasiCtx::new(cfg).unwrap_err().to_string();
-        assert!(msg.starts_with("preopen /config: allowed dir ") && msg.contains(why), "{msg}");
+        assert!(
+            msg.starts_with("preopen /config: allowed dir ") && msg.contains(why),
+            "{msg}"
+        );
     }
     // "/" is no special file system, but /proc, /sys and /dev are mounted beneath it.
     let msg = bind_preopen_dir(&to_root).unwrap_err().to_string();
     assert!(msg.contains(" resolves to /, which contains the "), "{msg}");
-    assert!(msg.ends_with("; sandboxed modules never see /proc, /sys or /dev"), "{msg}");
+    assert!(
+        msg.ends_with("; sandboxed modules never see /proc, /sys or /dev"),
+        "{msg}"
+    );
 
     // Symlinks to an ordinary directory are fine.
     for host in [&to_real, &relative] {
         bind_preopen_dir(host).unwrap();
-        let cfg = WasiConfig { preopens: vec![preopen("/config", host, true)], ..Default::default() };
+        let cfg = WasiConfig {
+            preopens: vec![preopen("/config", host, true)],
+            ..Default::default()
+        };
         let mut ctx = WasiCtx::new(cfg).unwrap();
         let mut g = Guest::new();
         let fd = open(&mut ctx, &mut g, 3, "f.txt", 0, rights::FD_READ).unwrap();
@@ -929,7 +1272,12 @@ fn preopen_host_dirs_resolve_inside_the_root_and_never_into_proc() {
 
 #[test]
 fn device_nodes_in_a_preopen_are_denied() {
-    let Fixture { rw, mut ctx, mut g, ro: _ro } = fixture();
+    let Fixture {
+        rw,
+        mut ctx,
+        mut g,
+        ro: _ro,
+    } = fixture();
     // 1:3 (/dev/null) keeps the test harmless should the check be missing; the check treats it
     // like 1:1 (/dev/mem).
     let node = std::ffi::CString::new(rw.path().join("mem").as_os_str().as_bytes()).unwrap();
@@ -938,13 +1286,39 @@ fn device_nodes_in_a_preopen_are_denied() {
     assert_eq!(made, 0, "mknod: {}", std::io::Error::last_os_error());
     std::os::unix::fs::symlink("mem", rw.path().join("alias")).unwrap();
     let acces = Err(errno::ACCES);
-    assert_eq!(open(&mut ctx, &mut g, 3, "mem", 0, rights::FD_READ).map(|_| ()), acces);
-    assert_eq!(open(&mut ctx, &mut g, 3, "mem", 0, rights::FD_READ | rights::FD_WRITE).map(|_| ()), acces);
+    assert_eq!(
+        open(&mut ctx, &mut g, 3, "mem", 0, rights::FD_READ).map(|_| ()),
+        acces
+    );
+    assert_eq!(
+        open(
+            &mut ctx,
+            &mut g,
+            3,
+            "mem",
+            0,
+            rights::FD_READ | rights::FD_WRITE
+        )
+        .map(|_| ()),
+        acces
+    );
     assert_eq!(open(&mut ctx, &mut g, 3, "mem", 0, 0).map(|_| ()), acces);
-    assert_eq!(open(&mut ctx, &mut g, 3, "alias", 0, rights::FD_READ).map(|_| ()), acces);
+    assert_eq!(
+        open(&mut ctx, &mut g, 3, "alias", 0, rights::FD_READ).map(|_| ()),
+        acces
+    );
     let (p, l) = g.s("mem");
-    assert_eq!(funcs::path_filestat_get(&mut ctx, &mut g.mem, 3, 1, p, l, 300), acces);
-    assert_eq!(ctx.violations(), ["permission denied: /data/mem", "permission denied: /data/alias"]);
+    assert_eq!(
+        funcs::path_filestat_get(&mut ctx, &mut g.mem, 3, 1, p, l, 300),
+        acces
+    );
+    assert_eq!(
+        ctx.violations(),
+        [
+            "permission denied: /data/mem",
+            "permission denied: /data/alias"
+        ]
+    );
     // Removing it is fine.
     funcs::path_unlink_file(&mut ctx, &mut g.mem, 3, p, l).unwrap();
     assert!(!rw.path().join("mem").exists());
@@ -954,8 +1328,14 @@ fn device_nodes_in_a_preopen_are_denied() {
 fn open_beneath_refuses_what_is_on_procfs() {
     let proc = std::fs::File::open("/proc").unwrap();
     let proc = proc.as_raw_fd();
-    assert_eq!(sys::open_beneath(proc, "self/status", libc::O_RDONLY, 0).map(|_| ()), Err(libc::EACCES));
-    assert_eq!(sys::open_beneath(proc, ".", libc::O_PATH | libc::O_DIRECTORY, 0).map(|_| ()), Err(libc::EACCES));
+    assert_eq!(
+        sys::open_beneath(proc, "self/status", libc::O_RDONLY, 0).map(|_| ()),
+        Err(libc::EACCES)
+    );
+    assert_eq!(
+        sys::open_beneath(proc, ".", libc::O_PATH | libc::O_DIRECTORY, 0).map(|_| ()),
+        Err(libc::EACCES)
+    );
     let dir = tempfile::tempdir().unwrap();
     let dir = std::fs::File::open(dir.path()).unwrap();
     sys::open_beneath(dir.as_raw_fd(), ".", libc::O_RDONLY | libc::O_DIRECTORY, 0).unwrap();
@@ -967,21 +1347,50 @@ fn paths_into_proc_sys_and_dev_beneath_a_preopen_are_denied() {
     // an allowed dir with /proc, /sys or /dev mounted (or a symlink to them swapped in) beneath it.
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("f.txt"), "ok").unwrap();
-    let cfg = WasiConfig { preopens: vec![preopen("/host", Path::new("/"), false)], ..Default::default() };
+    let cfg = WasiConfig {
+        preopens: vec![preopen("/host", Path::new("/"), false)],
+        ..Default::default()
+    };
     let mut ctx = WasiCtx::new(cfg).unwrap();
     let mut g = Guest::new();
     let acces = Err(errno::ACCES);
-    assert_eq!(open(&mut ctx, &mut g, 3, "proc/self/status", 0, rights::FD_READ).map(|_| ()), acces);
-    assert_eq!(open(&mut ctx, &mut g, 3, "proc", oflags::DIRECTORY, rights::FD_READDIR).map(|_| ()), acces);
+    assert_eq!(
+        open(&mut ctx, &mut g, 3, "proc/self/status", 0, rights::FD_READ).map(|_| ()),
+        acces
+    );
+    assert_eq!(
+        open(
+            &mut ctx,
+            &mut g,
+            3,
+            "proc",
+            oflags::DIRECTORY,
+            rights::FD_READDIR
+        )
+        .map(|_| ()),
+        acces
+    );
     let (p, l) = g.s("sys/kernel");
-    assert_eq!(funcs::path_filestat_get(&mut ctx, &mut g.mem, 3, 1, p, l, 300), acces);
+    assert_eq!(
+        funcs::path_filestat_get(&mut ctx, &mut g.mem, 3, 1, p, l, 300),
+        acces
+    );
     let (p, l) = g.s("dev/null");
-    assert_eq!(funcs::path_filestat_get(&mut ctx, &mut g.mem, 3, 1, p, l, 300), acces);
+    assert_eq!(
+        funcs::path_filestat_get(&mut ctx, &mut g.mem, 3, 1, p, l, 300),
+        acces
+    );
     // Operations on a name in a directory there: that directory is refused.
     let (p, l) = g.s("proc/self/exe");
-    assert_eq!(funcs::path_readlink(&mut ctx, &mut g.mem, 3, p, l, 500, 100, OUT), acces);
+    assert_eq!(
+        funcs::path_readlink(&mut ctx, &mut g.mem, 3, p, l, 500, 100, OUT),
+        acces
+    );
     let (p, l) = g.s("proc/self/new");
-    assert_eq!(funcs::path_create_directory(&mut ctx, &mut g.mem, 3, p, l), acces);
+    assert_eq!(
+        funcs::path_create_directory(&mut ctx, &mut g.mem, 3, p, l),
+        acces
+    );
     assert_eq!(
         ctx.violations(),
         [
@@ -1071,7 +1480,10 @@ fn an_instance_holds_at_most_max_open_fds_descriptors() {
     for _ in held..MAX_OPEN_FDS {
         open(&mut ctx, &mut g, 3, "f", 0, rights::FD_READ).unwrap();
     }
-    assert_eq!(open(&mut ctx, &mut g, 3, "f", 0, rights::FD_READ), Err(errno::MFILE));
+    assert_eq!(
+        open(&mut ctx, &mut g, 3, "f", 0, rights::FD_READ),
+        Err(errno::MFILE)
+    );
     // Closing one makes room again.
     funcs::fd_close(&mut ctx, &mut g.mem, 10).unwrap();
     assert!(open(&mut ctx, &mut g, 3, "f", 0, rights::FD_READ).is_ok());
