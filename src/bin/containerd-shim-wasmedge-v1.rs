@@ -19,7 +19,7 @@ fn main() {
     // containerd runs `<shim> ... delete` to clean up after a shim that is gone; after a
     // containerd restart that call can block forever opening the shim log FIFO, so it logs
     // to stderr only (containerd captures it).
-    let action = std::env::args().last();
+    let action = std::env::args().next_back();
     let is_delete = action.as_deref() == Some("delete");
     // `start` only spawns the daemon and exits; it must not leave descriptors of ours in it.
     let is_start = action.as_deref() == Some("start");

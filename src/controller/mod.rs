@@ -178,10 +178,7 @@ impl Drop for AbortOnDrop {
 mod tests {
     #[test]
     fn error_chain_names_every_cause_once() {
-        let root = std::io::Error::new(
-            std::io::ErrorKind::Other,
-            "Network is unreachable (os error 101)",
-        );
+        let root = std::io::Error::other("Network is unreachable (os error 101)");
         let outer = anyhow::Error::new(root).context("client error (Connect)");
         let chain = super::error_chain(outer.as_ref());
         assert_eq!(
