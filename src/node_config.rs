@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::Deserialize;
 
+use crate::engine::aot::CompileBudget;
+use crate::http::settings::HttpCeiling;
 use crate::policy::{CeilingSpec, PolicySettings, EDGE_STRICT};
 
 /// Environment variable that points the shim at a config file (tests and unusual installs).
@@ -27,10 +29,19 @@ pub struct NodeConfig {
     pub ceiling: Option<CeilingSpec>,
     /// Largest module file (or wasm layer) the shim reads; a larger one is refused at start.
     pub max_module_bytes: u64,
+    /// Wall-clock and CPU seconds one AOT compile may take. Compiling is the node's cost (once
+    /// per module and node, outside the container's limits), so it has a budget of its own: a
+    /// module that cannot be compiled within it fails with `AOT compile failed`.
+    pub max_compile_seconds: u64,
+    /// Memory (heap and other private data) one AOT compile may use.
+    pub max_compile_memory_bytes: u64,
     /// DANGEROUS. Run machine code that images bring (ELF modules, WasmEdge AOT sections)
     /// instead of compiling their bytecode on this node: whoever builds an image then runs
     /// native code as root inside the container, outside every WASI policy.
     pub trust_image_native_code: bool,
+    /// Maxima of the HTTP mode's annotations (`max-concurrency`, `warm-pool`, `max-body-bytes`,
+    /// `drain-timeout-ms`).
+    pub http_ceiling: HttpCeiling,
     /// Run containers whose entrypoint is an ELF executable or a script natively (as runc
     /// would), besides the pod's sandbox (pause) container, which always runs natively.
     pub allow_native_containers: bool,
@@ -45,8 +56,11 @@ impl Default for NodeConfig {
             default_policy: EDGE_STRICT.to_string(),
             ceiling: None,
             max_module_bytes: 256 << 20,
+            max_compile_seconds: 120,
+            max_compile_memory_bytes: 1 << 30,
             trust_image_native_code: false,
             allow_native_containers: false,
+            http_ceiling: HttpCeiling::default(),
         }
     }
 }
@@ -72,10 +86,19 @@ impl NodeConfig {
     }
 
     pub fn parse(text: &str) -> Result<Self> {
-        Ok(toml::from_str(text)?)
+        let config: NodeConfig = toml::from_str(text)?;
+        config.http_ceiling.check().map_err(anyhow::Error::msg)?;
+        Ok(config)
     }
 
     /// The node's policy presets, default and ceiling, checked for consistency.
+    pub fn compile_budget(&self) -> CompileBudget {
+        CompileBudget {
+            seconds: self.max_compile_seconds,
+            memory_bytes: self.max_compile_memory_bytes,
+        }
+    }
+
     pub fn policy_settings(&self) -> Result<PolicySettings> {
         PolicySettings::load(
             &self.policy_dir,
@@ -132,6 +155,11 @@ mod tests {
             shipped.max_module_bytes,
             NodeConfig::default().max_module_bytes
         );
+        assert_eq!(
+            shipped.compile_budget(),
+            NodeConfig::default().compile_budget()
+        );
+        assert_eq!(shipped.http_ceiling, HttpCeiling::default());
     }
 
     #[test]

@@ -149,13 +149,39 @@ pub enum CompileError {
     Invalid(String),
     /// The compiler failed on a valid module (the module can still be interpreted).
     Failed(String),
+    /// The compiler ran out of its [`CompileBudget`] (or died trying): the module does not run
+    /// on this node, interpreting it would cost even more.
+    OverBudget(String),
 }
 
 impl std::fmt::Display for CompileError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            CompileError::Invalid(m) | CompileError::Failed(m) => f.write_str(m),
+            CompileError::Invalid(m) | CompileError::Failed(m) | CompileError::OverBudget(m) => {
+                f.write_str(m)
+            }
         }
+    }
+}
+
+/// What one compile may cost the node (node config `max_compile_seconds`,
+/// `max_compile_memory_bytes`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CompileBudget {
+    /// Wall-clock and CPU seconds.
+    pub seconds: u64,
+    /// Private memory of the compiler process (RLIMIT_DATA).
+    pub memory_bytes: u64,
+}
+
+impl std::fmt::Display for CompileBudget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "max_compile_seconds {}, max_compile_memory_bytes {} MiB",
+            self.seconds,
+            self.memory_bytes >> 20
+        )
     }
 }
 
@@ -171,18 +197,24 @@ pub fn compile_checked(wasm: &[u8], scratch_dir: &Path) -> Result<Vec<u8>, Compi
 /// shim was single-threaded): LLVM's memory goes away with it, a compiler crash only ends it,
 /// and the untrusted bytecode is never parsed by the shim daemon. The process confines itself
 /// first (see [`confine_compiler`]). `scratch_parent` receives its private scratch directory,
-/// removed afterwards. Blocks until it is done.
-pub fn compile_in_zygote(wasm: Vec<u8>, scratch_parent: &Path) -> Result<Vec<u8>, CompileError> {
+/// removed afterwards. Blocks until it is done, at most `budget.seconds` (then the kernel ends
+/// the process, as it does when the process needs more memory than the budget).
+pub fn compile_in_zygote(
+    wasm: Vec<u8>,
+    scratch_parent: &Path,
+    budget: CompileBudget,
+) -> Result<Vec<u8>, CompileError> {
     #[derive(serde::Serialize, serde::Deserialize)]
     struct Job {
         #[serde(with = "serde_bytes")]
         wasm: Vec<u8>,
         scratch_dir: std::path::PathBuf,
+        budget: CompileBudget,
     }
     #[derive(serde::Serialize, serde::Deserialize)]
     struct Compiled(#[serde(with = "serde_bytes")] Vec<u8>);
     fn run(job: Job) -> Result<Compiled, CompileError> {
-        confine_compiler(&job.scratch_dir).map_err(|e| {
+        confine_compiler(&job.scratch_dir, job.budget).map_err(|e| {
             CompileError::Failed(format!(
                 "AOT compile failed: cannot confine the compiler: {e}"
             ))
@@ -206,12 +238,20 @@ pub fn compile_in_zygote(wasm: Vec<u8>, scratch_parent: &Path) -> Result<Vec<u8>
     let job = Job {
         wasm,
         scratch_dir: scratch_dir.clone(),
+        budget,
     };
+    let started = std::time::Instant::now();
     let worker = zygote::Zygote::global().spawn();
     let result = match worker.try_run(run, job) {
         Ok(result) => result.map(|Compiled(native)| native),
-        Err(e) => Err(CompileError::Failed(format!(
-            "AOT compile failed: compiler process ended ({e})"
+        // The kernel's end of an over-budget compile (SIGALRM, SIGXCPU; an allocation past
+        // RLIMIT_DATA aborts LLVM) shows here only as the process having ended.
+        Err(_) if started.elapsed().as_secs() >= budget.seconds => Err(CompileError::OverBudget(format!(
+            "AOT compile failed: the compiler ran out of time after {} s (node budget: {budget}); make the module smaller or raise max_compile_seconds in the node config",
+            started.elapsed().as_secs()
+        ))),
+        Err(e) => Err(CompileError::OverBudget(format!(
+            "AOT compile failed: the compiler process ended ({e}), likely out of memory (node budget: {budget}); make the module smaller or raise max_compile_memory_bytes in the node config"
         ))),
     };
     drop(worker);
@@ -221,17 +261,14 @@ pub fn compile_in_zygote(wasm: Vec<u8>, scratch_parent: &Path) -> Result<Vec<u8>
 
 /// The uid and gid the compiler runs as (`nobody`).
 const COMPILER_ID: u32 = 65534;
-/// CPU seconds a compile may use before the kernel ends it (the module then runs interpreted).
-const COMPILER_CPU_SECONDS: u64 = 600;
-
 /// Size of the compiler's scratch file system (its output is a few times the module's size).
 const COMPILER_SCRATCH_BYTES: u64 = 2 << 30;
 
 /// Leaves the compiler process with nothing to attack should a module exploit WasmEdge's
 /// loader or LLVM: no network, no file system but a private tmpfs over its scratch directory
 /// (its root; no other process of the node sees it, so none can swap its output), not root,
-/// no way back to privileges, and bounded CPU time.
-fn confine_compiler(scratch_dir: &Path) -> std::io::Result<()> {
+/// no way back to privileges, and the node's compile budget (wall and CPU time, memory).
+fn confine_compiler(scratch_dir: &Path, budget: CompileBudget) -> std::io::Result<()> {
     use nix::mount::{mount, MsFlags};
     use nix::sched::{unshare, CloneFlags};
     use nix::sys::resource::{setrlimit, Resource};
@@ -255,11 +292,15 @@ fn confine_compiler(scratch_dir: &Path) -> std::io::Result<()> {
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
         Some(options.as_str()),
     )?;
+    let seconds = budget.seconds.max(1);
+    setrlimit(Resource::RLIMIT_CPU, seconds, seconds)?;
     setrlimit(
-        Resource::RLIMIT_CPU,
-        COMPILER_CPU_SECONDS,
-        COMPILER_CPU_SECONDS,
+        Resource::RLIMIT_DATA,
+        budget.memory_bytes,
+        budget.memory_bytes,
     )?;
+    // SAFETY: plain syscall; SIGALRM's default action ends the process at the wall-clock bound.
+    unsafe { libc::alarm(seconds.min(u32::MAX as u64) as u32) };
     chroot(scratch_dir)?;
     chdir("/")?;
     setgroups(&[])?;
@@ -366,50 +407,39 @@ mod tests {
         );
     }
 
-    /// Set in the copy of this test binary that runs [`the_zygote_compiler_is_confined_and_compiles`]
-    /// alone.
-    const ALONE: &str = "CSW_TEST_ZYGOTE_ALONE";
-
     /// The zygote is a fork of the test process: safe only while no other test thread is inside
     /// WasmEdge (a lock it holds, its logger's, would stay held in the fork and the compiler
     /// would hang). So the checks run in a fresh copy of this binary that runs this test alone.
     #[test]
     fn the_zygote_compiler_is_confined_and_compiles() {
-        if std::env::var_os(ALONE).is_none() {
-            let name = "engine::aot::tests::the_zygote_compiler_is_confined_and_compiles";
-            let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-                .args(["--exact", name, "--test-threads=1"])
-                .env(ALONE, "1")
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap();
-            // A hang is a failure, not a stuck test run.
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
-            while child.try_wait().unwrap().is_none() {
-                if std::time::Instant::now() > deadline {
-                    let _ = child.kill();
-                    break;
-                }
-                std::thread::sleep(std::time::Duration::from_millis(50));
-            }
-            let out = child.wait_with_output().unwrap();
-            let stdout = String::from_utf8_lossy(&out.stdout);
-            assert!(
-                out.status.success() && stdout.contains("1 passed"),
-                "{stdout}{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+        if !crate::test_support::in_a_process_of_its_own(
+            "engine::aot::tests::the_zygote_compiler_is_confined_and_compiles",
+        ) {
             return;
         }
         let parent = tempfile::tempdir().unwrap();
+        let budget = CompileBudget {
+            seconds: 120,
+            memory_bytes: 1 << 30,
+        };
         let wasm = wasmedge_sdk::wat2wasm(br#"(module (func (export "_start")))"#).unwrap();
-        let native = compile_in_zygote(wasm.to_vec(), parent.path()).unwrap();
+        let native = compile_in_zygote(wasm.to_vec(), parent.path(), budget).unwrap();
         assert_eq!(strip_aot_sections(&native), wasm.to_vec());
         assert!(matches!(
-            compile_in_zygote(b"\0asm\x01\0\0\0\x01\xff".to_vec(), parent.path()),
+            compile_in_zygote(b"\0asm\x01\0\0\0\x01\xff".to_vec(), parent.path(), budget),
             Err(CompileError::Invalid(_))
         ));
+        // LLVM cannot even start in 8 MiB of heap: the budget holds, and says which one it was.
+        let starved = CompileBudget {
+            seconds: 120,
+            memory_bytes: 8 << 20,
+        };
+        match compile_in_zygote(wasm.to_vec(), parent.path(), starved) {
+            Err(CompileError::OverBudget(m)) => {
+                assert!(m.contains("max_compile_memory_bytes 8 MiB"), "{m}")
+            }
+            other => panic!("expected the memory budget to end the compile: {other:?}"),
+        }
         assert_eq!(
             std::fs::read_dir(parent.path()).unwrap().count(),
             0,
@@ -418,7 +448,14 @@ mod tests {
 
         // What a compromised compiler process could still do.
         fn probe(dir: std::path::PathBuf) -> Result<(u32, bool, bool, bool), String> {
-            confine_compiler(&dir).map_err(|e| e.to_string())?;
+            confine_compiler(
+                &dir,
+                CompileBudget {
+                    seconds: 60,
+                    memory_bytes: 1 << 30,
+                },
+            )
+            .map_err(|e| e.to_string())?;
             let uid = nix::unistd::getuid().as_raw();
             let sees_files = std::path::Path::new("/etc/passwd").exists()
                 || std::path::Path::new("/proc/self").exists();

@@ -25,6 +25,70 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 1 << 20;
 pub const MAX_BODY_BYTES_LIMIT: usize = 64 << 20;
 /// Below Kubernetes' default termination grace period (30 s), so a drain ends before SIGKILL.
 pub const DEFAULT_DRAIN_TIMEOUT_MS: u64 = 20_000;
+pub const DRAIN_TIMEOUT_MS_LIMIT: u64 = 600_000;
+
+/// The node admin's maxima of the HTTP knobs (node config `[http_ceiling]`), held like the
+/// policy's ceiling: an annotation above one is refused, naming the field and the ceiling.
+/// They bound what one function may hold on the node: threads and instances, and memory for
+/// request bodies (see `http::server`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpCeiling {
+    pub max_concurrency: usize,
+    pub warm_pool: usize,
+    pub max_body_bytes: usize,
+    pub drain_timeout_ms: u64,
+}
+
+impl Default for HttpCeiling {
+    fn default() -> Self {
+        HttpCeiling {
+            max_concurrency: 32,
+            warm_pool: 8,
+            max_body_bytes: 8 << 20,
+            drain_timeout_ms: 60_000,
+        }
+    }
+}
+
+impl HttpCeiling {
+    /// The ceiling must admit the defaults (a container without annotations always starts)
+    /// and stay within what the server supports.
+    pub fn check(&self) -> Result<(), String> {
+        let fields = [
+            (
+                "max_concurrency",
+                self.max_concurrency as u64,
+                DEFAULT_MAX_CONCURRENCY as u64,
+                MAX_CONCURRENCY_LIMIT as u64,
+            ),
+            (
+                "warm_pool",
+                self.warm_pool as u64,
+                0,
+                MAX_CONCURRENCY_LIMIT as u64,
+            ),
+            (
+                "max_body_bytes",
+                self.max_body_bytes as u64,
+                DEFAULT_MAX_BODY_BYTES as u64,
+                MAX_BODY_BYTES_LIMIT as u64,
+            ),
+            (
+                "drain_timeout_ms",
+                self.drain_timeout_ms,
+                DEFAULT_DRAIN_TIMEOUT_MS,
+                DRAIN_TIMEOUT_MS_LIMIT,
+            ),
+        ];
+        for (field, value, least, most) in fields {
+            if !(least..=most).contains(&value) {
+                return Err(format!("http_ceiling.{field} = {value} is out of range {least}-{most} (at least the default, at most what the server supports)"));
+            }
+        }
+        Ok(())
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Mode {
@@ -50,7 +114,11 @@ pub struct HttpSettings {
 
 /// Reads the mode and, for HTTP mode, its settings. The keys only matter in HTTP mode, but a
 /// malformed one is an error in either mode (it shows a mistake in the pod spec).
-pub fn from_annotations(annotations: &HashMap<String, String>) -> Result<Mode, PolicyError> {
+/// `ceiling` is the node admin's [`HttpCeiling`].
+pub fn from_annotations(
+    annotations: &HashMap<String, String>,
+    ceiling: &HttpCeiling,
+) -> Result<Mode, PolicyError> {
     let get = |key: &str| annotations.get(key).map(|v| v.trim());
     let port = parse_number(
         get(KEY_HTTP_PORT),
@@ -68,6 +136,12 @@ pub fn from_annotations(annotations: &HashMap<String, String>) -> Result<Mode, P
         DEFAULT_MAX_CONCURRENCY as u64,
         "a number of concurrent requests, 1-256 (default 4)",
     )? as usize;
+    within_ceiling(
+        KEY_MAX_CONCURRENCY,
+        max_concurrency as u64,
+        ceiling.max_concurrency as u64,
+        "concurrent requests",
+    )?;
     let warm_pool = parse_number(
         get(KEY_WARM_POOL),
         KEY_WARM_POOL,
@@ -78,6 +152,12 @@ pub fn from_annotations(annotations: &HashMap<String, String>) -> Result<Mode, P
             "a number of pre-created instances, 0 to {KEY_MAX_CONCURRENCY} ({max_concurrency})"
         ),
     )? as usize;
+    within_ceiling(
+        KEY_WARM_POOL,
+        warm_pool as u64,
+        ceiling.warm_pool as u64,
+        "instances",
+    )?;
     let max_body_bytes = parse_number(
         get(KEY_MAX_BODY_BYTES),
         KEY_MAX_BODY_BYTES,
@@ -86,13 +166,25 @@ pub fn from_annotations(annotations: &HashMap<String, String>) -> Result<Mode, P
         DEFAULT_MAX_BODY_BYTES as u64,
         "a size in bytes, at most 67108864 (default 1048576)",
     )? as usize;
+    within_ceiling(
+        KEY_MAX_BODY_BYTES,
+        max_body_bytes as u64,
+        ceiling.max_body_bytes as u64,
+        "bytes",
+    )?;
     let drain_ms = parse_number(
         get(KEY_DRAIN_TIMEOUT_MS),
         KEY_DRAIN_TIMEOUT_MS,
         0,
-        600_000,
+        DRAIN_TIMEOUT_MS_LIMIT,
         DEFAULT_DRAIN_TIMEOUT_MS,
         "milliseconds, at most 600000; keep it below the pod's terminationGracePeriodSeconds",
+    )?;
+    within_ceiling(
+        KEY_DRAIN_TIMEOUT_MS,
+        drain_ms,
+        ceiling.drain_timeout_ms,
+        "ms",
     )?;
     let version = match get(KEY_VERSION) {
         Some(v) if !v.is_empty() => {
@@ -165,6 +257,19 @@ fn parse_number(
     }
 }
 
+/// The policy fields' wording for a value above the node ceiling.
+fn within_ceiling(key: &str, value: u64, ceiling: u64, unit: &str) -> Result<(), PolicyError> {
+    if value <= ceiling {
+        return Ok(());
+    }
+    Err(error(
+        key,
+        &value.to_string(),
+        &format!("above the node ceiling of {ceiling} {unit}"),
+        &format!("set at most {ceiling} or ask the node admin to raise the ceiling"),
+    ))
+}
+
 fn error(key: &str, value: &str, reason: &str, fix: &str) -> PolicyError {
     PolicyError {
         key: key.to_string(),
@@ -186,7 +291,7 @@ mod tests {
     }
 
     fn http(pairs: &[(&str, &str)]) -> HttpSettings {
-        match from_annotations(&annotations(pairs)).unwrap() {
+        match from_annotations(&annotations(pairs), &HttpCeiling::default()).unwrap() {
             Mode::Http(s) => s,
             Mode::Command => panic!("expected HTTP mode"),
         }
@@ -212,9 +317,16 @@ mod tests {
 
     #[test]
     fn command_mode_is_the_default() {
-        assert_eq!(from_annotations(&annotations(&[])).unwrap(), Mode::Command);
         assert_eq!(
-            from_annotations(&annotations(&[(KEY_MODE, "command")])).unwrap(),
+            from_annotations(&annotations(&[]), &HttpCeiling::default()).unwrap(),
+            Mode::Command
+        );
+        assert_eq!(
+            from_annotations(
+                &annotations(&[(KEY_MODE, "command")]),
+                &HttpCeiling::default()
+            )
+            .unwrap(),
             Mode::Command
         );
     }
@@ -270,6 +382,48 @@ mod tests {
     }
 
     #[test]
+    fn the_node_ceiling_bounds_every_knob() {
+        let ceiling = HttpCeiling {
+            max_concurrency: 8,
+            warm_pool: 2,
+            max_body_bytes: 2 << 20,
+            drain_timeout_ms: 30_000,
+        };
+        assert!(ceiling.check().is_ok());
+        let get = |pairs: &[(&str, &str)]| from_annotations(&annotations(pairs), &ceiling);
+        assert!(get(&[
+            (KEY_MODE, "http"),
+            (KEY_MAX_CONCURRENCY, "8"),
+            (KEY_WARM_POOL, "2")
+        ])
+        .is_ok());
+        let e = get(&[
+            (KEY_MODE, "http"),
+            (KEY_MAX_CONCURRENCY, "8"),
+            (KEY_WARM_POOL, "3"),
+        ])
+        .unwrap_err();
+        assert_eq!(
+            (e.key.as_str(), e.reason.as_str()),
+            (KEY_WARM_POOL, "above the node ceiling of 2 instances")
+        );
+        assert!(
+            e.to_string()
+                .contains("set at most 2 or ask the node admin to raise the ceiling"),
+            "{e}"
+        );
+        // A ceiling below the defaults would refuse containers without annotations.
+        assert!(HttpCeiling {
+            max_concurrency: 2,
+            ..ceiling.clone()
+        }
+        .check()
+        .unwrap_err()
+        .contains("http_ceiling.max_concurrency"));
+        assert!(HttpCeiling::default().check().is_ok());
+    }
+
+    #[test]
     fn errors_name_the_key_the_value_and_the_fix() {
         let cases = [
             (KEY_MODE, "serve", "unknown mode"),
@@ -277,11 +431,29 @@ mod tests {
             (KEY_HTTP_PORT, "http", "not a whole number"),
             (KEY_WARM_POOL, "5", "out of range 0-4"),
             (KEY_MAX_CONCURRENCY, "0", "out of range 1-256"),
+            (
+                KEY_MAX_CONCURRENCY,
+                "256",
+                "above the node ceiling of 32 concurrent requests",
+            ),
+            (
+                KEY_MAX_BODY_BYTES,
+                "67108864",
+                "above the node ceiling of 8388608 bytes",
+            ),
+            (
+                KEY_DRAIN_TIMEOUT_MS,
+                "600000",
+                "above the node ceiling of 60000 ms",
+            ),
             (KEY_VERSION, "", "empty"),
         ];
         for (key, value, reason) in cases {
-            let e =
-                from_annotations(&annotations(&[(KEY_MODE, "http"), (key, value)])).unwrap_err();
+            let e = from_annotations(
+                &annotations(&[(KEY_MODE, "http"), (key, value)]),
+                &HttpCeiling::default(),
+            )
+            .unwrap_err();
             assert_eq!(
                 (e.key.as_str(), e.value.as_str(), e.reason.as_str()),
                 (key, value, reason)
