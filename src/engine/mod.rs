@@ -2,7 +2,9 @@
 
 pub mod aot;
 pub mod cache;
+pub mod declared;
 pub mod slot;
+pub mod stack;
 pub mod wasi;
 
 use std::path::{Path, PathBuf};
@@ -168,7 +170,9 @@ pub fn prepare_module(
             }
             ready(LoadPath::Compiled, ModuleCode::Native(native))
         }
-        Err(aot::CompileError::Invalid(why)) => Err(LoadError(format!("{origin}: {why}"))),
+        Err(aot::CompileError::Invalid(why) | aot::CompileError::OverBudget(why)) => {
+            Err(LoadError(format!("{origin}: {why}")))
+        }
         Err(aot::CompileError::Failed(why)) => {
             log::error!(
                 "aot: compiling {origin} failed ({why}); running it in the interpreter (slow)"
@@ -256,27 +260,35 @@ pub struct RunReport {
 const OOM_SLACK_PAGES: u32 = 16;
 
 /// Instantiates `module` with the project's WASI (stdio of the process) and calls its entry
-/// function once.
-pub fn run_command(module: &Module, spec: RunSpec) -> Result<RunReport> {
+/// function once, within `timeout` (instantiation included): the same deadline as a call of
+/// HTTP mode (see [`slot`]), for guest code and host calls alike.
+pub fn run_command(
+    module: &Module,
+    spec: RunSpec,
+    timeout: std::time::Duration,
+) -> Result<RunReport> {
     let config = ConfigBuilder::new(CommonConfigOptions::default())
         .with_runtime_config(
             RuntimeConfigOptions::default().max_memory_pages(spec.max_memory_pages),
         )
         .build()?;
-    let ctx = wasi::WasiCtx::new(wasi::WasiConfig {
-        args: spec.args,
-        envs: spec.envs,
-        preopens: spec.preopens,
+    let mut ctx = wasi::WasiCtx::new(wasi::WasiConfig {
+        args: spec.args.clone(),
+        envs: spec.envs.clone(),
+        preopens: spec.preopens.clone(),
         stdin: wasi::Stdio::Inherit,
         stdout: wasi::Stdio::Inherit,
         stderr: wasi::Stdio::Inherit,
+        max_buffered: None,
     })?;
-    let net = wasi::net::NetCtx::new(spec.allowed_hosts, spec.max_network_requests);
-    let (result, ctx, net) = wasi::run_with_network(module, &spec.func, ctx, net, Some(&config));
-    let outcome = match result {
-        Ok(()) => Outcome::Exited(ctx.exit_code().unwrap_or(0) as i32),
-        Err(e) => classify_failure(&e, ctx.memory_pages(), spec.max_memory_pages),
-    };
+    let mut net = wasi::net::NetCtx::new(spec.allowed_hosts.clone(), spec.max_network_requests);
+    ctx.set_time_limit(Some(timeout));
+    net.set_time_limit(Some(timeout));
+    let ((result, ctx, net), exhausted) = stack::guarded(|| {
+        wasi::run_with_network(module, &spec.func, ctx, net, Some(&config), Some(timeout))
+    });
+    let slot = slot::SlotSpec { run: spec, timeout };
+    let outcome = slot::ended(result, exhausted, &ctx, &net, ctx.memory_pages(), &slot);
     let mut violations = ctx.violations().to_vec();
     violations.extend(net.violations().iter().cloned());
     Ok(RunReport {
@@ -333,7 +345,9 @@ mod tests {
             allowed_hosts: vec![],
             max_network_requests: 0,
         };
-        run_command(&module, spec).unwrap().outcome
+        run_command(&module, spec, std::time::Duration::from_secs(60))
+            .unwrap()
+            .outcome
     }
 
     /// WasmEdge instantiates a declared memory larger than the cap at the cap: touching a

@@ -7,12 +7,16 @@
 //! (the request budget), and a new anonymous module instance, destroyed right after the call.
 //! Nothing of one request's instance (memory, globals, tables, fds) is visible to the next.
 //!
-//! The time limit of a call is wasmedge-sys's `call_func_with_timeout`: a POSIX timer whose
-//! signal jumps out of the guest code (host functions block it, so our WASI state is never
-//! left half-updated). That costs three syscalls per call, where WasmEdge's cancellable async
-//! invoke starts a thread per call (+20 µs at the median and milliseconds at p99 on a busy
-//! node, measured). The jump skips WasmEdge's own frames, so a slot whose call timed out is
-//! retired and its thread replaced (see `http::pool`).
+//! The time limit of a call has two halves that end at the same deadline (command mode uses
+//! both the same way, see `engine::run_command`): wasmedge-sys's `call_func_with_timeout`, a
+//! POSIX timer whose signal jumps out of the guest code, and the deadline in our WASI and
+//! `edge_http` contexts, which every host call honours (the timer's signal is blocked while a
+//! host function runs, so our WASI state is never left half-updated; a host call that would
+//! wait past the deadline waits only until it, then ends the call). The timer costs three
+//! syscalls per call, where WasmEdge's cancellable async invoke starts a thread per call
+//! (+20 µs at the median and milliseconds at p99 on a busy node, measured). Its jump skips
+//! WasmEdge's own frames, so a slot whose call timed out is retired and its thread replaced
+//! (see `http::pool`).
 
 use std::collections::HashMap;
 use std::mem::ManuallyDrop;
@@ -25,7 +29,10 @@ use wasmedge_sdk::vm::SyncInst;
 use wasmedge_sdk::{AsInstance, ImportObject, Instance, Module, Store};
 
 use super::wasi::{self, net, Stdio, WasiConfig, WasiCtx};
-use super::{classify_failure, Outcome, RunSpec};
+use super::{classify_failure, stack, Outcome, RunSpec};
+
+/// The trap of a call that recursed past its thread's stack.
+pub const CALL_STACK_EXHAUSTED: &str = "call stack exhausted";
 
 /// What every instance of the slot gets: the run's spec (already filtered by the sandbox
 /// policy), with its budgets applying to each call.
@@ -50,6 +57,25 @@ pub struct Invocation {
     pub prewarmed: bool,
     /// Size of the instance's linear memory when the call ended, in 64 KiB pages.
     pub memory_pages: Option<u32>,
+    /// Bytes the call wrote to (stdout, stderr) beyond [`output_caps`], not kept.
+    pub dropped_output: (u64, u64),
+}
+
+/// Most stderr one call keeps (its log lines); the rest is counted and dropped.
+pub const MAX_STDERR_BYTES: usize = 64 << 10;
+/// Most stdout (the response) one call may produce, whatever its memory cap.
+pub const MAX_STDOUT_BYTES: usize = 16 << 20;
+
+/// What one call's captured output may hold: its stdout (the response) at most as much as the
+/// module's memory cap (within 64 KiB .. [`MAX_STDOUT_BYTES`]), its stderr
+/// [`MAX_STDERR_BYTES`]. A module can write the same buffer again and again, so without a
+/// bound one request could grow the container far past its memory cap.
+pub fn output_caps(max_memory_pages: u32) -> wasi::OutputCaps {
+    let memory = (max_memory_pages as usize).saturating_mul(64 << 10);
+    wasi::OutputCaps {
+        stdout: memory.clamp(64 << 10, MAX_STDOUT_BYTES),
+        stderr: MAX_STDERR_BYTES,
+    }
 }
 
 pub struct InstanceSlot<'m> {
@@ -140,13 +166,21 @@ impl<'m> InstanceSlot<'m> {
         // Fresh per-call state, set once per call. Instantiation ran with the empty ctx the
         // previous call left (no fds): a start section could not reach this request's stdio.
         self.reset_host_data(stdin)?;
-        let result = match instance.get_func_mut(&self.spec.run.func) {
-            Ok(mut func) => self
-                .store
-                .executor()
-                .call_func_with_timeout(&mut func, [], self.spec.timeout)
-                .map(|_| ()),
-            Err(e) => return Err(anyhow!("{e}")),
+        // SAFETY: no call is running; the pointers stay valid for the slot's lifetime.
+        unsafe {
+            (*self.wasi).set_time_limit(Some(self.spec.timeout));
+            (*self.net).set_time_limit(Some(self.spec.timeout));
+        }
+        let (result, exhausted) = {
+            let mut func = instance
+                .get_func_mut(&self.spec.run.func)
+                .map_err(|e| anyhow!("{e}"))?;
+            let executor = self.store.executor();
+            stack::guarded(|| {
+                executor
+                    .call_func_with_timeout(&mut func, [], self.spec.timeout)
+                    .map(|_| ())
+            })
         };
         let memory_pages = instance.get_memory_ref("memory").ok().map(|m| m.size());
         drop(instance);
@@ -157,16 +191,7 @@ impl<'m> InstanceSlot<'m> {
                 std::mem::take(&mut *self.net),
             )
         };
-        let outcome = match result {
-            Ok(()) => Outcome::Exited(ctx.exit_code().unwrap_or(0) as i32),
-            Err(e) if wasi::is_terminated(&e) && ctx.exit_code().is_some() => {
-                Outcome::Exited(ctx.exit_code().unwrap_or(0) as i32)
-            }
-            Err(e) if matches!(*e, WasmEdgeError::ExecuteTimeout) => Outcome::TimedOut {
-                limit_ms: self.spec.timeout.as_millis() as u64,
-            },
-            Err(e) => classify_failure(&e, memory_pages, self.spec.run.max_memory_pages),
-        };
+        let outcome = ended(result, exhausted, &ctx, &net, memory_pages, &self.spec);
         let mut violations = ctx.violations().to_vec();
         violations.extend(net.violations().iter().cloned());
         Ok(Invocation {
@@ -177,6 +202,7 @@ impl<'m> InstanceSlot<'m> {
             instance_start,
             prewarmed,
             memory_pages,
+            dropped_output: ctx.dropped_output(),
         })
     }
 
@@ -188,6 +214,7 @@ impl<'m> InstanceSlot<'m> {
             stdin: Stdio::Buffer(stdin),
             stdout: Stdio::Buffer(Vec::new()),
             stderr: Stdio::Buffer(Vec::new()),
+            max_buffered: Some(output_caps(self.spec.run.max_memory_pages)),
         })
         .context("set up WASI for the request")?;
         let net = net::NetCtx::new(
@@ -200,6 +227,31 @@ impl<'m> InstanceSlot<'m> {
             *self.net = net;
         }
         Ok(())
+    }
+}
+
+/// How a call ended, for both modes: its exit, its time limit (the timer's or a host call's),
+/// or a trap (`stack_exhausted`: the fault was on the thread's stack guard, see `stack`).
+pub(crate) fn ended(
+    result: Result<(), Box<WasmEdgeError>>,
+    stack_exhausted: bool,
+    ctx: &WasiCtx,
+    net: &net::NetCtx,
+    memory_pages: Option<u32>,
+    spec: &SlotSpec,
+) -> Outcome {
+    let timed_out = Outcome::TimedOut {
+        limit_ms: spec.timeout.as_millis() as u64,
+    };
+    match result {
+        Ok(()) => Outcome::Exited(ctx.exit_code().unwrap_or(0) as i32),
+        Err(_) if ctx.exit_code().is_some() && !ctx.timed_out() => {
+            Outcome::Exited(ctx.exit_code().unwrap_or(0) as i32)
+        }
+        Err(_) if ctx.timed_out() || net.timed_out() => timed_out,
+        Err(e) if matches!(*e, WasmEdgeError::ExecuteTimeout) => timed_out,
+        Err(_) if stack_exhausted => Outcome::Trapped(CALL_STACK_EXHAUSTED.to_string()),
+        Err(e) => classify_failure(&e, memory_pages, spec.run.max_memory_pages),
     }
 }
 
@@ -296,6 +348,72 @@ mod tests {
             out.outcome,
             Outcome::TimedOut { limit_ms: 200 },
             "the slot must still run calls"
+        );
+    }
+
+    /// poll_oneoff on a 30 s clock: the call ends at its 300 ms limit, as a busy loop would.
+    const SLEEP_30S: &str = r#"(module
+        (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll (param i32 i32 i32 i32) (result i32)))
+        (memory (export "memory") 1)
+        (func (export "_start")
+            (i32.store (i32.const 16) (i32.const 1))
+            (i64.store (i32.const 24) (i64.const 30000000000))
+            (drop (call $poll (i32.const 0) (i32.const 64) (i32.const 1) (i32.const 128)))))"#;
+
+    #[test]
+    fn a_call_waiting_in_a_host_call_ends_at_its_deadline() {
+        let m = module(SLEEP_30S);
+        let mut slot = InstanceSlot::new(&m, spec(300)).unwrap();
+        for _ in 0..2 {
+            let started = Instant::now();
+            let out = slot.call(vec![]).unwrap();
+            assert_eq!(out.outcome, Outcome::TimedOut { limit_ms: 300 });
+            // The product's bound is the limit plus a small margin; 10 s leaves room for a busy
+            // machine and is still a third of the sleep.
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "took {:?}",
+                started.elapsed()
+            );
+        }
+    }
+
+    #[test]
+    fn captured_output_is_bounded() {
+        // Writes the same 64 KiB 1000 times to stdout and to stderr.
+        let m = module(
+            r#"(module
+            (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
+            (memory (export "memory") 2)
+            (func $spam (param $fd i32) (local $i i32)
+                (i32.store (i32.const 0) (i32.const 65536))
+                (i32.store (i32.const 4) (i32.const 65536))
+                (loop $again
+                    (drop (call $write (local.get $fd) (i32.const 0) (i32.const 1) (i32.const 8)))
+                    (local.set $i (i32.add (local.get $i) (i32.const 1)))
+                    (br_if $again (i32.lt_u (local.get $i) (i32.const 1000)))))
+            (func (export "_start") (call $spam (i32.const 1)) (call $spam (i32.const 2))))"#,
+        );
+        let mut slot = InstanceSlot::new(&m, spec(5000)).unwrap();
+        let out = slot.call(vec![]).unwrap();
+        assert_eq!(out.outcome, Outcome::Exited(0));
+        let caps = output_caps(64);
+        assert_eq!(
+            (out.stdout.len(), out.stderr.len()),
+            (caps.stdout, MAX_STDERR_BYTES)
+        );
+        let written = 65536 * 1000;
+        assert_eq!(
+            out.dropped_output,
+            (
+                (written - caps.stdout) as u64,
+                (written - MAX_STDERR_BYTES) as u64
+            )
+        );
+        assert_eq!(
+            caps.stdout,
+            4 << 20,
+            "64 pages of memory: 4 MiB of response"
         );
     }
 

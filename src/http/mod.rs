@@ -80,12 +80,14 @@ async fn serve_async(
     let port = settings.port;
     let listener = match server::listen(port).await {
         Ok(l) => l,
-        Err(e) => return Served::Failed {
-            message: format!(
+        Err(e) => {
+            return Served::Failed {
+                message: format!(
                 "cannot listen on port {port}: {e}; choose another port with wasmedge.io/http-port"
             ),
-            exit_code: EXIT_CANNOT_LISTEN,
-        },
+                exit_code: EXIT_CANNOT_LISTEN,
+            }
+        }
     };
     let (workers, warm) = (settings.max_concurrency, settings.warm_pool);
     let app = server::App::new(settings, slot.timeout);

@@ -11,7 +11,7 @@ use tokio::sync::oneshot;
 use wasmedge_sdk::Module;
 
 use crate::engine::slot::{InstanceSlot, Invocation, SlotSpec};
-use crate::engine::Outcome;
+use crate::engine::{stack, Outcome};
 
 struct Job {
     stdin: Vec<u8>,
@@ -81,11 +81,11 @@ impl Pool {
 
 impl Worker {
     fn spawn(self, started: Option<mpsc::Sender<Result<(), String>>>) -> Result<(), String> {
-        std::thread::Builder::new()
-            .name(format!("wasm-worker-{}", self.index))
-            .spawn(move || self.work(started))
-            .map(|_| ())
-            .map_err(|e| format!("cannot start worker thread: {e}"))
+        stack::spawn_call_thread(format!("wasm-worker-{}", self.index), move || {
+            self.work(started)
+        })
+        .map(|_| ())
+        .map_err(|e| format!("cannot start worker thread: {e}"))
     }
 
     /// Serves jobs until the pool goes away, or until a call times out (then a replacement

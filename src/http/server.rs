@@ -20,7 +20,7 @@ use super::edge;
 use super::metrics::{self, Metrics};
 use super::pool::Pool;
 use super::settings::HttpSettings;
-use crate::engine::slot::Invocation;
+use crate::engine::slot::{self, Invocation};
 use crate::engine::Outcome;
 
 /// Requests that may wait for a free worker, per worker; beyond that the server answers 503.
@@ -31,6 +31,11 @@ const MAX_HEADERS: usize = 100;
 const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// A client must send its request head within this time.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// ... and then its body within this time (slow bodies would otherwise hold memory forever).
+const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Request bodies held at once (being read, waiting for a worker, or running), in units of
+/// `max_body_bytes` per worker: bounds the memory bodies take whatever clients send.
+const BODIES_PER_WORKER: usize = 2;
 
 /// Shared by every connection.
 pub struct App {
@@ -42,6 +47,10 @@ pub struct App {
     draining: AtomicBool,
     workers: Semaphore,
     waiting: AtomicUsize,
+    /// Bytes of request bodies the server may hold at once (see [`BODIES_PER_WORKER`]); a
+    /// request reserves its declared length (or `max_body_bytes`) before its body is read.
+    body_budget: Semaphore,
+    body_budget_bytes: usize,
     /// Set when the first function request arrives (the guest's cold-start flag).
     served: AtomicBool,
     /// Time limit of one call, for waiting in the queue too.
@@ -50,8 +59,15 @@ pub struct App {
 
 impl App {
     pub fn new(settings: HttpSettings, call_timeout: Duration) -> Arc<App> {
+        let body_budget_bytes = settings
+            .max_body_bytes
+            .max(1)
+            .saturating_mul(settings.max_concurrency * BODIES_PER_WORKER)
+            .min(u32::MAX as usize);
         Arc::new(App {
             metrics: Metrics::new(&settings.version),
+            body_budget: Semaphore::new(body_budget_bytes),
+            body_budget_bytes,
             workers: Semaphore::new(settings.max_concurrency),
             settings,
             pool: OnceLock::new(),
@@ -160,24 +176,45 @@ async fn call_function(app: &App, req: Request<Incoming>) -> Response<Full<Bytes
         );
     };
     let (parts, body) = req.into_parts();
-    let body = match Limited::new(body, app.settings.max_body_bytes)
-        .collect()
-        .await
-    {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            return error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                &format!(
-                    "request body larger than {} bytes (wasmedge.io/max-body-bytes)",
-                    app.settings.max_body_bytes
-                ),
-            )
-        }
-        Err(e) => {
+    let max = app.settings.max_body_bytes;
+    let too_large = || {
+        error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!("request body larger than {max} bytes (wasmedge.io/max-body-bytes)"),
+        )
+    };
+    // Admission before the body is read: its declared size against the limit, then room in
+    // the server's body budget for it (an undeclared length reserves the limit).
+    let declared = parts
+        .headers
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        return too_large();
+    }
+    let reserve = declared.map_or(max, |n| n as usize).clamp(1, max.max(1)) as u32;
+    let Ok(_body_room) = app.body_budget.try_acquire_many(reserve) else {
+        return overloaded(&format!(
+            "request bodies in flight fill the server's {} bytes for them",
+            app.body_budget_bytes
+        ));
+    };
+    let body = match tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, max).collect()).await {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => return too_large(),
+        Ok(Err(e)) => {
             return error(
                 StatusCode::BAD_REQUEST,
                 &format!("cannot read the request body: {e}"),
+            )
+        }
+        Err(_) => {
+            return error(
+                StatusCode::REQUEST_TIMEOUT,
+                &format!(
+                    "the request body did not arrive within {} s",
+                    BODY_TIMEOUT.as_secs()
+                ),
             )
         }
     };
@@ -203,14 +240,7 @@ async fn call_function(app: &App, req: Request<Incoming>) -> Response<Full<Bytes
         }
     };
     let Some(_permit) = wait_for_worker(app).await else {
-        let mut response = error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "overloaded: every instance slot is busy; retry later",
-        );
-        response
-            .headers_mut()
-            .insert(RETRY_AFTER, HeaderValue::from_static("1"));
-        return response;
+        return overloaded("every instance slot is busy");
     };
     let invocation = match pool.submit(stdin) {
         Ok(pending) => pending
@@ -250,16 +280,30 @@ fn respond(app: &App, call: Invocation) -> Response<Full<Bytes>> {
         .instance_started(call.instance_start.as_secs_f64());
     app.metrics
         .instance_memory(u64::from(call.memory_pages.unwrap_or(0)) * 65536);
-    if !call.stderr.is_empty() {
+    let (stdout_dropped, stderr_dropped) = call.dropped_output;
+    if !call.stderr.is_empty() || stderr_dropped > 0 {
         // The function's stderr is the container's log, as in command mode.
         use std::io::Write;
         let _ = std::io::stderr().write_all(&call.stderr);
+        if stderr_dropped > 0 {
+            eprintln!("[{stderr_dropped} more bytes of this request's stderr dropped: at most {} are kept]", slot::MAX_STDERR_BYTES);
+        }
     }
     for violation in &call.violations {
         eprintln!("{violation}");
         app.metrics.denied(metrics::denial_field(violation));
     }
     match &call.outcome {
+        Outcome::Exited(0) if stdout_dropped > 0 => {
+            let message = format!(
+                "response too large: the function wrote {} bytes, at most {} are allowed (a response may be as large as the module's memory cap, max_memory_pages, up to {} MiB)",
+                call.stdout.len() as u64 + stdout_dropped,
+                call.stdout.len(),
+                slot::MAX_STDOUT_BYTES >> 20
+            );
+            eprintln!("{message}");
+            error(StatusCode::INTERNAL_SERVER_ERROR, &message)
+        }
         Outcome::Exited(0) => match edge::response(&call.stdout) {
             Ok(valid) => {
                 let mut response = Response::new(Full::new(Bytes::from(valid.body)));
@@ -295,6 +339,18 @@ fn respond(app: &App, call: Invocation) -> Response<Full<Bytes>> {
             }
         }
     }
+}
+
+/// 503 with Retry-After: the client should come back shortly.
+fn overloaded(why: &str) -> Response<Full<Bytes>> {
+    let mut response = error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        &format!("overloaded: {why}; retry later"),
+    );
+    response
+        .headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+    response
 }
 
 fn error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {

@@ -16,7 +16,7 @@ use oci_spec::runtime::Spec;
 use super::launch::{Launch, WasmLaunch};
 use crate::engine::slot::SlotSpec;
 use crate::engine::wasi::{self, BoundDir, Preopen};
-use crate::engine::{self, exit_code, RunSpec};
+use crate::engine::{self, exit_code, stack, RunSpec};
 use crate::http::{self, Mode, Served};
 
 /// See [`Executor::validate`].
@@ -103,10 +103,39 @@ fn run(launch: &WasmLaunch) -> i32 {
             return report_failure(&e.to_string(), exit_code::LOAD_FAILED);
         }
     };
+    if let Some(anchor) = &launch.fault_anchor {
+        // A failure leaves deep recursion fatal to the container, nothing worse.
+        if let Err(e) = anchor
+            .load()
+            .map_err(|e| e.to_string())
+            .and_then(stack::install)
+        {
+            eprintln!(
+                "warning: stack guard not installed ({e}); deep recursion ends the container"
+            );
+        }
+    }
     match &launch.mode {
         Mode::Command => {
             exit_on_termination_signals();
-            run_command(&module, run, launch.timeout)
+            // On a thread of its own like every call of HTTP mode (a guarded stack, see
+            // `engine::stack`).
+            let timeout = launch.timeout;
+            let module = std::sync::Arc::new(module);
+            let ran = stack::spawn_call_thread("wasm-main".into(), move || {
+                run_command(&module, run, timeout)
+            })
+            .map(|t| t.join());
+            match ran {
+                Ok(Ok(code)) => code,
+                Ok(Err(_)) => {
+                    report_failure("the module's thread panicked", exit_code::LOAD_FAILED)
+                }
+                Err(e) => report_failure(
+                    &format!("cannot start the module's thread: {e}"),
+                    exit_code::LOAD_FAILED,
+                ),
+            }
         }
         Mode::Http(settings) => {
             let slot = SlotSpec {
@@ -156,8 +185,8 @@ fn bind_preopens(preopens: Vec<Preopen>) -> Result<Vec<Preopen>, String> {
 
 /// Command mode: one run of the entry function; its exit code is the container's.
 fn run_command(module: &wasmedge_sdk::Module, run: RunSpec, timeout: std::time::Duration) -> i32 {
-    start_time_limit(timeout.as_millis() as u64);
-    let report = match engine::run_command(module, run) {
+    start_backstop(timeout);
+    let report = match engine::run_command(module, run, timeout) {
         Ok(report) => report,
         Err(e) => {
             return report_failure(
@@ -175,11 +204,16 @@ fn run_command(module: &wasmedge_sdk::Module, run: RunSpec, timeout: std::time::
     }
 }
 
-/// Wall-clock limit of the whole run. A watchdog thread ends the process: that stops busy
-/// loops and blocking calls alike, with nothing to unwind.
-fn start_time_limit(timeout_ms: u64) {
+/// How long after the time limit the backstop ends the process.
+const BACKSTOP_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The run's deadline stops guest code and host calls (see `engine::run_command`); what it
+/// cannot reach, such as a start function looping during instantiation, this watchdog thread
+/// ends shortly after, by ending the process.
+fn start_backstop(timeout: std::time::Duration) {
     std::thread::spawn(move || {
-        std::thread::sleep(std::time::Duration::from_millis(timeout_ms));
+        std::thread::sleep(timeout + BACKSTOP_GRACE);
+        let timeout_ms = timeout.as_millis() as u64;
         report_failure(
             &engine::time_limit_message(timeout_ms),
             exit_code::TIME_LIMIT,

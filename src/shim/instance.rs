@@ -129,19 +129,15 @@ impl Instance for WasmEdgeInstance {
         let spec = Spec::load(cfg.bundle.join("config.json"))
             .map_err(|e| Error::InvalidArgument(format!("could not load runtime spec: {e}")))?;
         let max_bytes = super::node().config.max_module_bytes;
-        let layers = oci_layers::wasm_layers(
-            &cfg.containerd_address,
-            &cfg.namespace,
-            &id,
-            max_bytes,
-        )
-        .await
-        .unwrap_or_else(|e| {
-            log::warn!(
+        let layers =
+            oci_layers::wasm_layers(&cfg.containerd_address, &cfg.namespace, &id, max_bytes)
+                .await
+                .unwrap_or_else(|e| {
+                    log::warn!(
                 "container {id}: no wasm layers read from containerd ({e:#}); using the rootfs"
             );
-            vec![]
-        });
+                    vec![]
+                });
         let bundle = cfg.bundle.clone();
         // Reading and compiling block: keep them off the runtime's worker threads.
         let launch = tokio::task::spawn_blocking(move || launch::prepare(&bundle, &spec, layers))

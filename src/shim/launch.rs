@@ -15,7 +15,9 @@ use super::image_fs::ImageFs;
 use super::oci_layers::OciModule;
 use super::{node, node_cache};
 use crate::engine::wasi::Preopen;
-use crate::engine::{self, aot, exit_code, LoadError, PreparedModule, RunSpec};
+use crate::engine::{
+    self, aot, declared, exit_code, stack, LoadError, ModuleCode, PreparedModule, RunSpec,
+};
 use crate::http::{self, Mode};
 use crate::policy::{self, WasiSandboxPolicy};
 
@@ -38,6 +40,9 @@ pub enum Launch {
 #[derive(Debug, Serialize, Deserialize)]
 pub struct WasmLaunch {
     pub module: PreparedModule,
+    /// [`stack::ANCHOR_WAT`] compiled by this node, when the module runs as native code: the
+    /// container installs the stack guard with it (see `engine::stack`).
+    pub fault_anchor: Option<PreparedModule>,
     pub run: RunSpec,
     pub mode: Mode,
     pub timeout: Duration,
@@ -103,28 +108,34 @@ pub fn prepare(bundle: &Path, spec: &Spec, layers: Vec<OciModule>) -> Launch {
     };
     log::info!("sandbox policy: {}", policy.summary());
     let trust = node.config.trust_image_native_code;
-    let compile =
-        |bytecode: &[u8]| aot::compile_in_zygote(bytecode.to_vec(), &node.config.aot_cache_dir);
+    let compile = |bytecode: &[u8]| {
+        aot::compile_in_zygote(
+            bytecode.to_vec(),
+            &node.config.aot_cache_dir,
+            node.config.compile_budget(),
+        )
+    };
+    let pages = policy.max_memory_pages;
     let module = match (layers.as_slice(), file) {
-        ([layer], _) => engine::prepare_module(
-            &layer.bytes,
-            &format!("OCI layer {}", layer.digest),
-            None,
-            node_cache(),
-            trust,
-            compile,
-        ),
+        ([layer], _) => {
+            let origin = format!("OCI layer {}", layer.digest);
+            declared::check_tables(&layer.bytes, &origin, pages).and_then(|()| {
+                engine::prepare_module(&layer.bytes, &origin, None, node_cache(), trust, compile)
+            })
+        }
         ([], Some(mut file)) => match file.read_all(node.config.max_module_bytes) {
             Ok(bytes) => {
                 let origin = file.path.display().to_string();
-                engine::prepare_module(
-                    &bytes,
-                    &origin,
-                    Some(&file.path),
-                    node_cache(),
-                    trust,
-                    compile,
-                )
+                declared::check_tables(&bytes, &origin, pages).and_then(|()| {
+                    engine::prepare_module(
+                        &bytes,
+                        &origin,
+                        Some(&file.path),
+                        node_cache(),
+                        trust,
+                        compile,
+                    )
+                })
             }
             Err(e) => Err(LoadError(format!("{}: {e}", file.path.display()))),
         },
@@ -140,6 +151,10 @@ pub fn prepare(bundle: &Path, spec: &Spec, layers: Vec<OciModule>) -> Launch {
         Err(e) => return Launch::refused(e.to_string(), exit_code::LOAD_FAILED),
     };
     log::info!("module ready ({:?}), calling {func}", module.path);
+    let fault_anchor = match module.code {
+        ModuleCode::Native(_) => fault_anchor(&compile),
+        _ => None,
+    };
     let envs = spec
         .process()
         .as_ref()
@@ -156,10 +171,45 @@ pub fn prepare(bundle: &Path, spec: &Spec, layers: Vec<OciModule>) -> Launch {
     };
     Launch::Wasm(Box::new(WasmLaunch {
         module,
+        fault_anchor,
         run,
         mode,
         timeout: Duration::from_millis(policy.execution_timeout_ms),
     }))
+}
+
+/// Compiles bytecode the way the node does (see [`aot::compile_in_zygote`]).
+type Compile = dyn Fn(&[u8]) -> Result<Vec<u8>, aot::CompileError>;
+
+/// The stack guard's anchor module, compiled like any module (once per node, then cached).
+fn fault_anchor(compile: &Compile) -> Option<PreparedModule> {
+    let wasm = match wasmedge_sdk::wat2wasm(stack::ANCHOR_WAT.as_bytes()) {
+        Ok(wasm) => wasm.into_owned(),
+        Err(e) => {
+            log::error!("stack guard: {e}");
+            return None;
+        }
+    };
+    match engine::prepare_module(
+        &wasm,
+        "the stack guard's anchor",
+        None,
+        node_cache(),
+        false,
+        compile,
+    ) {
+        Ok(anchor) if matches!(anchor.code, ModuleCode::Native(_)) => Some(anchor),
+        Ok(_) => {
+            log::warn!(
+                "stack guard: the anchor could not be compiled; deep recursion ends the container"
+            );
+            None
+        }
+        Err(e) => {
+            log::error!("stack guard: {e}");
+            None
+        }
+    }
 }
 
 /// This container's policy and mode: its annotations resolved against the node's presets and
@@ -171,7 +221,8 @@ fn settings(annotations: &HashMap<String, String>) -> Result<(WasiSandboxPolicy,
         )
     })?;
     let policy = policy::resolve(settings, annotations).map_err(|e| e.to_string())?;
-    let mode = http::settings::from_annotations(annotations).map_err(|e| e.to_string())?;
+    let mode = http::settings::from_annotations(annotations, &node().config.http_ceiling)
+        .map_err(|e| e.to_string())?;
     Ok((policy, mode))
 }
 

@@ -55,6 +55,11 @@ macro_rules! wasi_functions {
                         Ok(()) => errno::SUCCESS,
                         Err(e) => e,
                     };
+                    // The time limit holds in host calls too: a call that waited (or ran) up
+                    // to the deadline ends here, as the timer ends the guest's own code.
+                    if ctx.deadline_passed() {
+                        return Err(CoreError::Common(CoreCommonError::Terminated));
+                    }
                     Ok(vec![WasmValue::from_i32(e as i32)])
                 }
             )*
@@ -561,7 +566,10 @@ pub(super) fn fd_read(
     let n = match &e.kind {
         Kind::File(f) => readv(f.as_raw_fd(), &iov)?,
         Kind::Stdin => match ctx.stdin_mode {
-            Mode::Inherit => readv(0, &iov)?,
+            Mode::Inherit => {
+                wait_until_ready(ctx, 0, libc::POLLIN)?;
+                readv(0, &iov)?
+            }
             Mode::Null => 0,
             Mode::Buffer => {
                 let mut n = 0;
@@ -612,21 +620,19 @@ pub(super) fn fd_write(
                 (ctx.stderr_mode, 2)
             };
             match mode {
-                Mode::Inherit => writev(host, &iov)?,
+                Mode::Inherit => {
+                    wait_until_ready(ctx, host, libc::POLLOUT)?;
+                    writev(host, &iov)?
+                }
                 Mode::Null => iov.iter().map(|v| v.iov_len).sum(),
                 Mode::Buffer => {
-                    let buf = if host == 1 {
-                        &mut ctx.stdout_buf
-                    } else {
-                        &mut ctx.stderr_buf
-                    };
                     let mut n = 0;
                     for v in &iov {
                         // SAFETY: checked guest range, read only.
                         let s = unsafe {
                             std::slice::from_raw_parts(v.iov_base as *const u8, v.iov_len)
                         };
-                        buf.extend_from_slice(s);
+                        ctx.capture(host == 1, s);
                         n += v.iov_len;
                     }
                     n
@@ -682,6 +688,39 @@ pub(super) fn readv(f: RawFd, iov: &[libc::iovec]) -> Result<usize, Errno> {
 
 pub(super) fn writev(f: RawFd, iov: &[libc::iovec]) -> Result<usize, Errno> {
     vectored(f, iov, libc::writev)
+}
+
+/// Waits until the host descriptor `fd` (inherited stdio, which may be a pipe nobody serves)
+/// is ready for `events`, for at most the call's remaining time; then the wrapper ends the call.
+fn wait_until_ready(ctx: &WasiCtx, fd: RawFd, events: i16) -> R {
+    let Some(deadline) = ctx.deadline_ns else {
+        return Ok(());
+    };
+    loop {
+        let now = sys::monotonic_now();
+        if now >= deadline {
+            return Err(errno::AGAIN);
+        }
+        let left = deadline - now;
+        let ts = libc::timespec {
+            tv_sec: (left / 1_000_000_000) as libc::time_t,
+            tv_nsec: (left % 1_000_000_000) as libc::c_long,
+        };
+        let mut p = libc::pollfd {
+            fd,
+            events,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd and a valid timespec.
+        let r = unsafe { libc::ppoll(&mut p, 1, &ts, std::ptr::null()) };
+        if r > 0 {
+            // Ready, or hung up / failed: the read or write itself reports which.
+            return Ok(());
+        }
+        if r < 0 && abi::last_host_errno() != libc::EINTR {
+            return Err(abi::last_errno());
+        }
+    }
 }
 
 /// readv/writev, retried on EINTR.
@@ -1283,12 +1322,18 @@ pub(super) fn poll_oneoff(
             Wait::Host(..) => None,
         })
         .min();
+    // Never past the call's time limit: the wrapper ends the call when it is reached.
+    let deadline = ctx.deadline_ns;
+    let wake = match (earliest, deadline) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
     if !waits.is_empty() {
         loop {
             let timeout = if !ready.is_empty() {
                 Some(0)
             } else {
-                earliest.map(|d| d.saturating_sub(sys::monotonic_now()))
+                wake.map(|d| d.saturating_sub(sys::monotonic_now()))
             };
             let ts = timeout.map(|ns| libc::timespec {
                 tv_sec: (ns / 1_000_000_000) as libc::time_t,
@@ -1314,7 +1359,8 @@ pub(super) fn poll_oneoff(
             }
             let after = sys::monotonic_now();
             let clocks_due = earliest.is_some_and(|d| d <= after);
-            if r > 0 || clocks_due || !ready.is_empty() {
+            let out_of_time = deadline.is_some_and(|d| d <= after);
+            if r > 0 || clocks_due || !ready.is_empty() || out_of_time {
                 break;
             }
         }

@@ -101,6 +101,16 @@ pub struct WasiConfig {
     pub stdin: Stdio,
     pub stdout: Stdio,
     pub stderr: Stdio,
+    /// Most bytes kept of a `Stdio::Buffer` stdout and stderr (`None`: no bound); writes past
+    /// it succeed for the guest and are counted as dropped (see [`WasiCtx::dropped_output`]).
+    pub max_buffered: Option<OutputCaps>,
+}
+
+/// Bounds of captured output, in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutputCaps {
+    pub stdout: usize,
+    pub stderr: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -160,11 +170,18 @@ pub struct WasiCtx {
     stdin_pos: usize,
     stdout_buf: Vec<u8>,
     stderr_buf: Vec<u8>,
+    caps: Option<OutputCaps>,
+    /// Bytes of captured (stdout, stderr) beyond `caps`, not kept.
+    dropped: (u64, u64),
     exit_code: Option<u32>,
     violations: Vec<String>,
     violations_dropped: usize,
     /// Size of the module's linear memory (64 KiB pages) when the run ended.
     memory_pages: Option<u32>,
+    /// End of the call's time limit (CLOCK_MONOTONIC ns): a host call waits at most until
+    /// then, and returning from one after it ends the call (see [`WasiCtx::timed_out`]).
+    deadline_ns: Option<u64>,
+    timed_out: bool,
 }
 
 fn invalid(msg: String) -> std::io::Error {
@@ -216,6 +233,7 @@ impl WasiCtx {
         let mut ctx = WasiCtx {
             args: config.args,
             envs,
+            caps: config.max_buffered,
             ..Default::default()
         };
         ctx.fds.reserve(config.preopens.len() + 4);
@@ -283,12 +301,34 @@ impl WasiCtx {
         Ok(ctx)
     }
 
-    /// `Some(code)` once the module called `proc_exit(code)`.
+    /// Starts the call's time limit now (`None`: no limit). The guest's own code is stopped by
+    /// WasmEdge's timer at the same moment; this bounds the time spent in host calls.
+    pub fn set_time_limit(&mut self, limit: Option<std::time::Duration>) {
+        self.deadline_ns = limit.map(|l| {
+            sys::monotonic_now().saturating_add(l.as_nanos().min(u64::MAX as u128) as u64)
+        });
+        self.timed_out = false;
+    }
+
+    /// The call was ended by its time limit while in (or on return from) a host call.
+    pub fn timed_out(&self) -> bool {
+        self.timed_out
+    }
+
+    /// True once the time limit has passed; the call is then marked timed out.
+    fn deadline_passed(&mut self) -> bool {
+        if self.deadline_ns.is_some_and(|d| sys::monotonic_now() >= d) {
+            self.timed_out = true;
+        }
+        self.timed_out
+    }
+
     /// Linear memory size in 64 KiB pages at the end of the last run (None: no memory).
     pub fn memory_pages(&self) -> Option<u32> {
         self.memory_pages
     }
 
+    /// `Some(code)` once the module called `proc_exit(code)`.
     pub fn exit_code(&self) -> Option<u32> {
         self.exit_code
     }
@@ -297,6 +337,32 @@ impl WasiCtx {
     /// `sandbox violation: fs write <path>`).
     pub fn violations(&self) -> &[String] {
         &self.violations
+    }
+
+    /// Bytes of captured (stdout, stderr) that were over the configured bound and not kept.
+    pub fn dropped_output(&self) -> (u64, u64) {
+        self.dropped
+    }
+
+    /// Keeps `bytes` of the guest's stdout (`stdout`) or stderr in their buffer, up to the bound.
+    fn capture(&mut self, stdout: bool, bytes: &[u8]) {
+        let (buf, cap, dropped) = if stdout {
+            (
+                &mut self.stdout_buf,
+                self.caps.map(|c| c.stdout),
+                &mut self.dropped.0,
+            )
+        } else {
+            (
+                &mut self.stderr_buf,
+                self.caps.map(|c| c.stderr),
+                &mut self.dropped.1,
+            )
+        };
+        let room = cap.map_or(usize::MAX, |cap| cap.saturating_sub(buf.len()));
+        let keep = bytes.len().min(room);
+        buf.extend_from_slice(&bytes[..keep]);
+        *dropped += (bytes.len() - keep) as u64;
     }
 
     /// Captured stdout (when configured as `Stdio::Buffer`), leaving it empty.
@@ -526,19 +592,22 @@ pub fn run(
         Ok(o) => o,
         Err((e, ctx)) => return (Err(e), ctx),
     };
-    let result = run_in(&mut object, None, module, func, config);
+    let result = run_in(&mut object, None, module, func, config, None);
     let ctx = std::mem::take(object.get_host_data_mut());
     drop(object);
     (settle(result, &ctx), ctx)
 }
 
-/// Like [`run`], with outbound HTTP (`edge_http`) governed by `net`; hands both back.
+/// Like [`run`], with outbound HTTP (`edge_http`) governed by `net`, and the guest's code
+/// stopped after `timeout` (host calls honour the time limits set in `ctx` and `net`); hands
+/// both back.
 pub fn run_with_network(
     module: &Module,
     func: &str,
     ctx: WasiCtx,
     net: net::NetCtx,
     config: Option<&wasmedge_sdk::config::Config>,
+    timeout: Option<std::time::Duration>,
 ) -> (Result<(), Box<WasmEdgeError>>, WasiCtx, net::NetCtx) {
     let mut object = match build(ctx) {
         Ok(o) => o,
@@ -551,7 +620,14 @@ pub fn run_with_network(
             return (Err(e), ctx, net::NetCtx::default());
         }
     };
-    let result = run_in(&mut object, Some(&mut net_object), module, func, config);
+    let result = run_in(
+        &mut object,
+        Some(&mut net_object),
+        module,
+        func,
+        config,
+        timeout,
+    );
     let ctx = std::mem::take(object.get_host_data_mut());
     let net = std::mem::take(net_object.get_host_data_mut());
     (settle(result, &ctx), ctx, net)
@@ -569,7 +645,7 @@ pub fn run_reusing(
     config: Option<&wasmedge_sdk::config::Config>,
 ) -> (Result<(), Box<WasmEdgeError>>, WasiCtx) {
     *object.get_host_data_mut() = ctx;
-    let result = run_in(object, None, module, func, config);
+    let result = run_in(object, None, module, func, config, None);
     let ctx = std::mem::take(object.get_host_data_mut());
     (settle(result, &ctx), ctx)
 }
@@ -588,6 +664,7 @@ fn run_in(
     module: &Module,
     func: &str,
     config: Option<&wasmedge_sdk::config::Config>,
+    timeout: Option<std::time::Duration>,
 ) -> Result<(), Box<WasmEdgeError>> {
     let mut instances: HashMap<String, &mut dyn SyncInst> = HashMap::with_capacity(2);
     instances.insert(MODULE_NAME.to_string(), &mut *object);
@@ -597,7 +674,13 @@ fn run_in(
     let mut store = Store::new(config, instances)?;
     let mut instance = store.register_active_module(module)?;
     let result = match instance.get_func_mut(func) {
-        Ok(mut f) => store.executor().call_func(&mut f, []).map(|_| ()),
+        Ok(mut f) => match timeout {
+            Some(timeout) => store
+                .executor()
+                .call_func_with_timeout(&mut f, [], timeout)
+                .map(|_| ()),
+            None => store.executor().call_func(&mut f, []).map(|_| ()),
+        },
         Err(e) => Err(e),
     };
     // Why a run failed (a trap after a refused memory.grow, say) depends on the memory size.

@@ -10,9 +10,9 @@
 //! anything is resolved or connected, so a denied server never sees a connection; every
 //! attempt that passes the host check counts against `max_network_requests`.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use wasmedge_sdk::error::CoreError;
+use wasmedge_sdk::error::{CoreCommonError, CoreError};
 use wasmedge_sdk::{ImportObject, ImportObjectBuilder, WasmEdgeResult, WasmValue};
 use wasmedge_sys::{CallingFrame, Instance};
 
@@ -28,6 +28,7 @@ pub const BAD_POINTER: i32 = -5;
 
 /// Largest response body read from a server.
 const MAX_BODY: u64 = 1 << 20;
+/// Longest one request may take, when the call's time limit leaves more.
 const TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Default)]
@@ -36,6 +37,9 @@ pub struct NetCtx {
     max_requests: u32,
     used: u32,
     violations: Vec<String>,
+    /// End of the call's time limit: a request gets at most the time left.
+    deadline: Option<Instant>,
+    timed_out: bool,
 }
 
 impl NetCtx {
@@ -48,13 +52,33 @@ impl NetCtx {
         Self {
             allowed_hosts,
             max_requests,
-            used: 0,
-            violations: vec![],
+            ..Default::default()
         }
     }
 
     pub fn violations(&self) -> &[String] {
         &self.violations
+    }
+
+    /// Starts the call's time limit now (`None`: none but each request's own [`TIMEOUT`]).
+    pub fn set_time_limit(&mut self, limit: Option<Duration>) {
+        self.deadline = limit.map(|l| Instant::now() + l);
+        self.timed_out = false;
+    }
+
+    /// A request ran into the call's time limit, which ended the call.
+    pub fn timed_out(&self) -> bool {
+        self.timed_out
+    }
+
+    /// The time a request may take now; zero once the limit has passed.
+    fn time_left(&self) -> Duration {
+        match self.deadline {
+            Some(deadline) => deadline
+                .saturating_duration_since(Instant::now())
+                .min(TIMEOUT),
+            None => TIMEOUT,
+        }
     }
 
     pub fn requests_made(&self) -> u32 {
@@ -85,7 +109,7 @@ impl NetCtx {
         }
         self.used += 1;
         let agent: ureq::Agent = ureq::Agent::config_builder()
-            .timeout_global(Some(TIMEOUT))
+            .timeout_global(Some(self.time_left()))
             .max_redirects(0)
             .http_status_as_error(false)
             .build()
@@ -132,6 +156,10 @@ fn fetch(
 ) -> Result<Vec<WasmValue>, CoreError> {
     let arg = |i: usize| args.get(i).map(|v| v.to_i32() as u32).unwrap_or(0);
     let (req_ptr, req_len, out_ptr, out_cap) = (arg(0), arg(1), arg(2), arg(3));
+    if ctx.time_left().is_zero() && ctx.deadline.is_some() {
+        ctx.timed_out = true;
+        return Err(CoreError::Common(CoreCommonError::Terminated));
+    }
     let mut mem = Mem::of(frame);
     let code = match mem
         .slice(req_ptr, req_len)
@@ -149,6 +177,11 @@ fn fetch(
             }
         },
     };
+    // A request that used up the call's time ends the call, as the timer ends guest code.
+    if ctx.deadline.is_some_and(|d| Instant::now() >= d) {
+        ctx.timed_out = true;
+        return Err(CoreError::Common(CoreCommonError::Terminated));
+    }
     Ok(vec![WasmValue::from_i32(code)])
 }
 
@@ -197,6 +230,28 @@ mod tests {
             ctx.violations(),
             ["network request limit reached: 0 (max_network_requests)"]
         );
+    }
+
+    #[test]
+    fn a_slow_server_gets_only_the_time_left() {
+        // Accepts and never answers.
+        let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!(
+            "GET http://127.0.0.1:{}/",
+            server.local_addr().unwrap().port()
+        );
+        let mut ctx = NetCtx::new(vec!["127.0.0.1".into()], 5);
+        ctx.set_time_limit(Some(Duration::from_millis(300)));
+        let started = Instant::now();
+        assert_eq!(ctx.fetch(&url), Err(FETCH_FAILED));
+        // TIMEOUT (10 s) would apply without the call's limit.
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "took {:?}",
+            started.elapsed()
+        );
+        assert!(ctx.time_left().is_zero());
+        drop(server);
     }
 
     #[test]

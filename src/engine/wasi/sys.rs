@@ -62,7 +62,8 @@ fn special_fs(fd: RawFd) -> Result<Option<&'static str>, HostErr> {
         .map(|(_, name)| *name))
 }
 
-/// A device node, or anything on a `SPECIAL_FS` file system.
+/// A device node, a FIFO or socket (a module gets no channel to other processes, and opening
+/// or reading a FIFO could wait past any deadline), or anything on a `SPECIAL_FS` file system.
 fn is_special(fd: RawFd) -> Result<bool, HostErr> {
     let mut st = std::mem::MaybeUninit::<libc::stat>::zeroed();
     // SAFETY: st is a valid out pointer.
@@ -71,7 +72,10 @@ fn is_special(fd: RawFd) -> Result<bool, HostErr> {
     }
     // SAFETY: initialized by fstat (and zeroed before).
     let kind = unsafe { st.assume_init() }.st_mode & libc::S_IFMT;
-    Ok(kind == libc::S_IFCHR || kind == libc::S_IFBLK || special_fs(fd)?.is_some())
+    Ok(matches!(
+        kind,
+        libc::S_IFCHR | libc::S_IFBLK | libc::S_IFIFO | libc::S_IFSOCK
+    ) || special_fs(fd)?.is_some())
 }
 
 /// openat2(2), retried on EINTR and EAGAIN.
@@ -120,19 +124,29 @@ pub fn open_confined(
     let c = CString::new(path).map_err(|_| OpenError::Host(libc::EINVAL))?;
     let creating = flags & libc::O_CREAT != 0 || flags & libc::O_TMPFILE == libc::O_TMPFILE;
     // openat2 refuses O_PATH with other flags (an O_PATH descriptor never becomes a terminal).
-    let noctty = if flags & libc::O_PATH == 0 {
-        libc::O_NOCTTY
+    // O_NONBLOCK: opening a FIFO must not wait for a peer (it is refused right after).
+    let extra = if flags & libc::O_PATH == 0 {
+        libc::O_NOCTTY | libc::O_NONBLOCK
     } else {
         0
     };
     let how = OpenHow {
-        flags: (flags | noctty | libc::O_CLOEXEC) as u32 as u64,
+        flags: (flags | extra | libc::O_CLOEXEC) as u32 as u64,
         mode: if creating { mode as u64 } else { 0 },
         resolve: libc::RESOLVE_BENEATH | libc::RESOLVE_NO_MAGICLINKS,
     };
     let fd = openat2(dirfd, &c, &how).map_err(OpenError::Host)?;
     if is_special(fd.as_raw_fd()).map_err(OpenError::Host)? {
         return Err(OpenError::Refused);
+    }
+    if extra & libc::O_NONBLOCK != 0 && flags & libc::O_NONBLOCK == 0 {
+        // SAFETY: plain fcntl on a descriptor we own.
+        let fl = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
+        if fl < 0
+            || unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, fl & !libc::O_NONBLOCK) } < 0
+        {
+            return Err(OpenError::Host(abi::last_host_errno()));
+        }
     }
     Ok(fd)
 }
