@@ -298,6 +298,21 @@ impl Containerd {
         format!("{}/{}", self.cgroup_base, id)
     }
 
+    /// The most memory container `id`'s cgroup has used so far, in bytes (cgroup v2
+    /// `memory.peak`, v1 `memory.max_usage_in_bytes`); None when neither is there.
+    pub fn peak_memory_bytes(&self, id: &str) -> Option<u64> {
+        let cgroup = self.cgroup_of(id);
+        let rel = cgroup.trim_start_matches('/');
+        [
+            Path::new("/sys/fs/cgroup").join(rel).join("memory.peak"),
+            Path::new("/sys/fs/cgroup/memory")
+                .join(rel)
+                .join("memory.max_usage_in_bytes"),
+        ]
+        .iter()
+        .find_map(|p| fs::read_to_string(p).ok()?.trim().parse().ok())
+    }
+
     /// `ctr run --rm` of `image` under `runtime`, with extra ctr flags before the image.
     pub fn run(&self, runtime: &str, image: &str, id: &str, flags: &[&str], args: &[&str]) -> Run {
         let cgroup = self.cgroup_of(id);
@@ -480,12 +495,17 @@ impl Containerd {
             .unwrap_or_default()
     }
 
+    /// The cache entries of modules, without the stack guard's anchor (`engine::stack`), which
+    /// the node compiles once beside the first native module.
     pub fn aot_entries(&self) -> Vec<PathBuf> {
+        let anchor = crate::engine::stack::anchor_wasm()
+            .map(|wasm| format!("{}.aot", crate::engine::cache_key(&wasm)));
         let mut v: Vec<PathBuf> = fs::read_dir(&self.aot_dir)
             .map(|rd| {
                 rd.flatten()
                     .map(|e| e.path())
                     .filter(|p| p.extension().map(|x| x == "aot").unwrap_or(false))
+                    .filter(|p| anchor.as_deref() != p.file_name().and_then(|n| n.to_str()))
                     .collect()
             })
             .unwrap_or_default();

@@ -264,7 +264,7 @@ const OOM_SLACK_PAGES: u32 = 16;
 /// HTTP mode (see [`slot`]), for guest code and host calls alike.
 pub fn run_command(
     module: &Module,
-    spec: RunSpec,
+    mut spec: RunSpec,
     timeout: std::time::Duration,
 ) -> Result<RunReport> {
     let config = ConfigBuilder::new(CommonConfigOptions::default())
@@ -275,7 +275,8 @@ pub fn run_command(
     let mut ctx = wasi::WasiCtx::new(wasi::WasiConfig {
         args: spec.args.clone(),
         envs: spec.envs.clone(),
-        preopens: spec.preopens.clone(),
+        // Taken, not cloned: the bound directories must not stay open beside the instance's.
+        preopens: std::mem::take(&mut spec.preopens),
         stdin: wasi::Stdio::Inherit,
         stdout: wasi::Stdio::Inherit,
         stderr: wasi::Stdio::Inherit,

@@ -39,6 +39,13 @@ const ALT_STACK_BYTES: usize = 64 << 10;
 /// A module whose `hold` stays in a host call for good: see the module docs.
 pub const ANCHOR_WAT: &str = r#"(module (import "csw_fault_anchor" "park" (func $park)) (func (export "hold") (call $park)))"#;
 
+/// [`ANCHOR_WAT`] as a module's bytecode.
+pub fn anchor_wasm() -> Option<Vec<u8>> {
+    wasmedge_sdk::wat2wasm(ANCHOR_WAT.as_bytes())
+        .ok()
+        .map(|w| w.into_owned())
+}
+
 /// WasmEdge's handler (`sa_sigaction`), 0 until [`install`] found it.
 static WASMEDGE_HANDLER: AtomicUsize = AtomicUsize::new(0);
 

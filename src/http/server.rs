@@ -185,14 +185,12 @@ async fn call_function(app: &App, req: Request<Incoming>) -> Response<Full<Bytes
     };
     // Admission before the body is read: its declared size against the limit, then room in
     // the server's body budget for it (an undeclared length reserves the limit).
-    let declared = parts
-        .headers
-        .get(hyper::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
+    // Content-Length as hyper read it (0 for a request without a body, None when chunked).
+    let declared = hyper::body::Body::size_hint(&body).exact();
     if declared.is_some_and(|n| n > max as u64) {
         return too_large();
     }
-    let reserve = declared.map_or(max, |n| n as usize).clamp(1, max.max(1)) as u32;
+    let reserve = declared.map_or(max, |n| n as usize).clamp(0, max) as u32;
     let Ok(_body_room) = app.body_budget.try_acquire_many(reserve) else {
         return overloaded(&format!(
             "request bodies in flight fill the server's {} bytes for them",

@@ -183,12 +183,9 @@ type Compile = dyn Fn(&[u8]) -> Result<Vec<u8>, aot::CompileError>;
 
 /// The stack guard's anchor module, compiled like any module (once per node, then cached).
 fn fault_anchor(compile: &Compile) -> Option<PreparedModule> {
-    let wasm = match wasmedge_sdk::wat2wasm(stack::ANCHOR_WAT.as_bytes()) {
-        Ok(wasm) => wasm.into_owned(),
-        Err(e) => {
-            log::error!("stack guard: {e}");
-            return None;
-        }
+    let Some(wasm) = stack::anchor_wasm() else {
+        log::error!("stack guard: the anchor module does not assemble");
+        return None;
     };
     match engine::prepare_module(
         &wasm,

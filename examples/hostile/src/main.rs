@@ -22,6 +22,30 @@ fn http(method: &str, url: &str) -> Result<String, i32> {
     Ok(String::from_utf8_lossy(&out).into_owned())
 }
 
+/// Never reached; read as volatile so that the recursion below cannot be folded away.
+static mut DEPTH_LIMIT: u64 = u64::MAX;
+
+/// Recursion that no optimizer turns into a loop: `f(x) = f(x + 1) - x`. It keeps nothing in
+/// linear memory (no shadow-stack frame), so it runs out of the native stack of AOT code.
+#[inline(never)]
+fn deep(x: u64) -> u64 {
+    // SAFETY: a plain read of a static nobody writes.
+    if x == unsafe { std::ptr::read_volatile(std::ptr::addr_of!(DEPTH_LIMIT)) } {
+        return 0;
+    }
+    deep(x + 1).wrapping_sub(x)
+}
+
+/// Writes `mib` MiB to stdout, the same buffer again and again.
+fn flood_stdout(mib: usize) {
+    let block = vec![b'x'; 1 << 20];
+    let mut out = std::io::stdout().lock();
+    for _ in 0..mib {
+        let _ = out.write_all(&block);
+    }
+    let _ = out.flush();
+}
+
 /// Marks left in the instance by a request; a fresh instance shows none of them.
 static mut CALLS: u32 = 0;
 static mut SCRATCH: [u8; 4096] = [0; 4096];
@@ -44,6 +68,16 @@ fn serve(req: edge_sdk::EdgeRequest) -> edge_sdk::EdgeResponse {
             }
         }
         "/exit" => std::process::exit(q("code").parse().unwrap_or(1)),
+        "/sleep" => {
+            std::thread::sleep(std::time::Duration::from_millis(q("ms").parse().unwrap_or(1000)));
+            EdgeResponse::json(200, &serde_json::json!({ "slept": q("ms") }))
+        }
+        "/recurse" => EdgeResponse::json(200, &serde_json::json!({ "depth": deep(0) })),
+        // A response far larger than the module's memory (stdout is not the guest's memory).
+        "/bigout" => {
+            flood_stdout(q("mib").parse().unwrap_or(1024));
+            std::process::exit(0)
+        }
         "/garbage" => {
             println!("this is not JSON");
             std::process::exit(0)
@@ -153,12 +187,23 @@ fn main() {
             println!("flood: {ok} ok, {refused} refused");
             0
         }
+        "sleep" => {
+            println!("sleeping");
+            let _ = std::io::stdout().flush();
+            std::thread::sleep(std::time::Duration::from_millis(arg(2).parse().unwrap_or(1000)));
+            println!("woke up");
+            0
+        }
+        "recurse" => {
+            println!("depth {}", deep(0));
+            0
+        }
         "serve" => {
             edge_sdk::serve(serve);
             0
         }
         _ => {
-            eprintln!("usage: hostile membomb|spin|read PATH|write PATH TEXT|env|fetch URL|flood URL N|serve");
+            eprintln!("usage: hostile membomb|spin|sleep MS|recurse|read PATH|write PATH TEXT|env|fetch URL|flood URL N|serve");
             64
         }
     };
