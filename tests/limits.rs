@@ -63,6 +63,15 @@ fn still_serves(f: &HttpContainer) {
     assert_eq!(reply.json()["path"], "/after");
 }
 
+/// The container's peak memory (its cgroup's), asserted below `bound` bytes.
+fn peak_memory_below(c: &Containerd, f: &HttpContainer, bound: u64) -> u64 {
+    let peak = c
+        .peak_memory_bytes(&f.id)
+        .expect("the container's memory cgroup");
+    assert!(peak < bound, "the container peaked at {} MiB", peak >> 20);
+    peak
+}
+
 /// A loopback server that accepts connections and never answers.
 fn silent_server() -> (TcpListener, u16) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -203,15 +212,8 @@ fn a_response_larger_than_the_memory_cap_is_refused_and_not_held() {
         reply.body
     );
     still_serves(&f);
-    let peak = c
-        .peak_memory_bytes(&f.id)
-        .expect("the container's memory cgroup");
     // The response's 16 MiB, the instance's 16 MiB, the runtime; far from the 1 GiB written.
-    assert!(
-        peak < 256 << 20,
-        "the container peaked at {} MiB",
-        peak >> 20
-    );
+    let peak = peak_memory_below(&c, &f, 256 << 20);
     eprintln!(
         "measured: 1 GiB to stdout under a 16 MiB cap: 500, container peak {} MiB",
         peak >> 20
@@ -282,14 +284,7 @@ fn request_bodies_are_admitted_before_they_are_read_and_time_out() {
         "the body timeout is 10 s; took {:?}",
         started.elapsed()
     );
-    let peak = c
-        .peak_memory_bytes(&f.id)
-        .expect("the container's memory cgroup");
-    assert!(
-        peak < 256 << 20,
-        "the container peaked at {} MiB",
-        peak >> 20
-    );
+    let peak = peak_memory_below(&c, &f, 256 << 20);
     eprintln!(
         "measured: 40 stalled 1 MiB bodies: 36 x 503, 4 x 408 after {:?}, container peak {} MiB",
         started.elapsed(),
