@@ -28,7 +28,7 @@ pub(crate) mod test_support {
             return true;
         }
         let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", name, "--test-threads=1"])
+            .args(["--exact", name, "--test-threads=1", "--include-ignored"])
             .env(ALONE, name)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
