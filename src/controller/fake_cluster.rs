@@ -701,11 +701,15 @@ async fn two_running_controllers_one_leader() {
     let b = tokio::spawn(super::run(h.client.clone(), settings("replica-b"), false));
     // The controllers run on their own (watch, requeues, Lease); the harness plays the cluster.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    while h.status().phase != Phase::Promoted {
+    // The leader records the Promoted event after it wrote the status: wait for both.
+    while h.status().phase != Phase::Promoted
+        || !h.event_reasons().contains(&"Promoted".to_string())
+    {
         assert!(
             std::time::Instant::now() < deadline,
-            "not promoted in 120 s: {:?}",
-            h.status()
+            "not promoted in 120 s: {:?} {:?}",
+            h.status(),
+            h.event_reasons()
         );
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
         h.play_cluster().await;
