@@ -288,8 +288,15 @@ pub fn run_command(
     let ((result, ctx, net), exhausted) = stack::guarded(|| {
         wasi::run_with_network(module, &spec.func, ctx, net, Some(&config), Some(timeout))
     });
-    let slot = slot::SlotSpec { run: spec, timeout };
-    let outcome = slot::ended(result, exhausted, &ctx, &net, ctx.memory_pages(), &slot);
+    let outcome = slot::ended(
+        result,
+        exhausted,
+        &ctx,
+        &net,
+        ctx.memory_pages(),
+        timeout,
+        spec.max_memory_pages,
+    );
     let mut violations = ctx.violations().to_vec();
     violations.extend(net.violations().iter().cloned());
     Ok(RunReport {

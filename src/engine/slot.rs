@@ -191,7 +191,15 @@ impl<'m> InstanceSlot<'m> {
                 std::mem::take(&mut *self.net),
             )
         };
-        let outcome = ended(result, exhausted, &ctx, &net, memory_pages, &self.spec);
+        let outcome = ended(
+            result,
+            exhausted,
+            &ctx,
+            &net,
+            memory_pages,
+            self.spec.timeout,
+            self.spec.run.max_memory_pages,
+        );
         let mut violations = ctx.violations().to_vec();
         violations.extend(net.violations().iter().cloned());
         Ok(Invocation {
@@ -238,10 +246,11 @@ pub(crate) fn ended(
     ctx: &WasiCtx,
     net: &net::NetCtx,
     memory_pages: Option<u32>,
-    spec: &SlotSpec,
+    timeout: Duration,
+    max_memory_pages: u32,
 ) -> Outcome {
     let timed_out = Outcome::TimedOut {
-        limit_ms: spec.timeout.as_millis() as u64,
+        limit_ms: timeout.as_millis() as u64,
     };
     // A host call that ends the call at its deadline stops execution the way `proc_exit` does
     // (WasmEdge reports both as success), so its flag is looked at first.
@@ -252,7 +261,7 @@ pub(crate) fn ended(
         Err(_) if exited.is_some() => Outcome::Exited(exited.unwrap_or(0)),
         Err(e) if matches!(*e, WasmEdgeError::ExecuteTimeout) => timed_out,
         Err(_) if stack_exhausted => Outcome::Trapped(CALL_STACK_EXHAUSTED.to_string()),
-        Err(e) => classify_failure(&e, memory_pages, spec.run.max_memory_pages),
+        Err(e) => classify_failure(&e, memory_pages, max_memory_pages),
     }
 }
 

@@ -183,14 +183,14 @@ async fn call_function(app: &App, req: Request<Incoming>) -> Response<Full<Bytes
             &format!("request body larger than {max} bytes (wasmedge.io/max-body-bytes)"),
         )
     };
-    // Admission before the body is read: its declared size against the limit, then room in
-    // the server's body budget for it (an undeclared length reserves the limit).
-    // Content-Length as hyper read it (0 for a request without a body, None when chunked).
+    // Admission before the body is read: its declared size (Content-Length as hyper read it:
+    // 0 without a body, None when chunked) against the limit, then room for it in the server's
+    // body budget (an undeclared length reserves the limit).
     let declared = hyper::body::Body::size_hint(&body).exact();
     if declared.is_some_and(|n| n > max as u64) {
         return too_large();
     }
-    let reserve = declared.map_or(max, |n| n as usize).clamp(0, max) as u32;
+    let reserve = declared.map_or(max, |n| n as usize).min(max) as u32;
     let Ok(_body_room) = app.body_budget.try_acquire_many(reserve) else {
         return overloaded(&format!(
             "request bodies in flight fill the server's {} bytes for them",

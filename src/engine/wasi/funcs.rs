@@ -702,10 +702,7 @@ fn wait_until_ready(ctx: &WasiCtx, fd: RawFd, events: i16) -> R {
             return Err(errno::AGAIN);
         }
         let left = deadline - now;
-        let ts = libc::timespec {
-            tv_sec: (left / 1_000_000_000) as libc::time_t,
-            tv_nsec: (left % 1_000_000_000) as libc::c_long,
-        };
+        let ts = sys::timespec_of(left);
         let mut p = libc::pollfd {
             fd,
             events,
@@ -1335,10 +1332,7 @@ pub(super) fn poll_oneoff(
             } else {
                 wake.map(|d| d.saturating_sub(sys::monotonic_now()))
             };
-            let ts = timeout.map(|ns| libc::timespec {
-                tv_sec: (ns / 1_000_000_000) as libc::time_t,
-                tv_nsec: (ns % 1_000_000_000) as libc::c_long,
-            });
+            let ts = timeout.map(sys::timespec_of);
             let tsp = ts
                 .as_ref()
                 .map_or(std::ptr::null(), |t| t as *const libc::timespec);

@@ -156,7 +156,7 @@ fn fetch(
 ) -> Result<Vec<WasmValue>, CoreError> {
     let arg = |i: usize| args.get(i).map(|v| v.to_i32() as u32).unwrap_or(0);
     let (req_ptr, req_len, out_ptr, out_cap) = (arg(0), arg(1), arg(2), arg(3));
-    if ctx.time_left().is_zero() && ctx.deadline.is_some() {
+    if ctx.time_left().is_zero() {
         ctx.timed_out = true;
         return Err(CoreError::Common(CoreCommonError::Terminated));
     }

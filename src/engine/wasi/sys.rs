@@ -472,6 +472,14 @@ pub fn monotonic_now() -> u64 {
     clock_now(libc::CLOCK_MONOTONIC).unwrap_or(0)
 }
 
+/// A relative timeout of `ns` nanoseconds for ppoll.
+pub fn timespec_of(ns: u64) -> libc::timespec {
+    libc::timespec {
+        tv_sec: (ns / 1_000_000_000) as libc::time_t,
+        tv_nsec: (ns % 1_000_000_000) as libc::c_long,
+    }
+}
+
 /// Fills `len` bytes at `p` from the kernel CSPRNG.
 pub fn fill_random(p: *mut u8, len: usize) -> Result<(), Errno> {
     let mut done = 0;
