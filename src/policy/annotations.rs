@@ -17,6 +17,7 @@ pub const KEY_ALLOWED_HOSTS: &str = "wasmedge.io/allowed-hosts";
 pub const KEY_ALLOWED_ENV: &str = "wasmedge.io/allowed-env";
 pub const KEY_ALLOWED_DIRS: &str = "wasmedge.io/allowed-dirs";
 pub const KEY_MAX_NETWORK_REQUESTS: &str = "wasmedge.io/max-network-requests";
+pub const KEY_MAX_DISK_BYTES: &str = "wasmedge.io/max-disk-bytes";
 
 /// Keys that shape the sandbox policy, in the order they are checked.
 pub const POLICY_KEYS: &[&str] = &[
@@ -27,6 +28,7 @@ pub const POLICY_KEYS: &[&str] = &[
     KEY_ALLOWED_ENV,
     KEY_ALLOWED_DIRS,
     KEY_MAX_NETWORK_REQUESTS,
+    KEY_MAX_DISK_BYTES,
 ];
 
 /// Keys of the `wasmedge.io/` namespace used by other parts of the shim. The policy code

@@ -22,8 +22,8 @@ use serde::{Deserialize, Serialize};
 
 pub use annotations::{
     KEY_ALLOWED_DIRS, KEY_ALLOWED_ENV, KEY_ALLOWED_HOSTS, KEY_EXECUTION_TIMEOUT_MS,
-    KEY_MAX_MEMORY_PAGES, KEY_MAX_NETWORK_REQUESTS, KEY_POLICY, NON_POLICY_KEYS, POLICY_KEYS,
-    PREFIX,
+    KEY_MAX_DISK_BYTES, KEY_MAX_MEMORY_PAGES, KEY_MAX_NETWORK_REQUESTS, KEY_POLICY,
+    NON_POLICY_KEYS, POLICY_KEYS, PREFIX,
 };
 pub use presets::{Presets, EDGE_MODERATE, EDGE_MODERATE_YAML, EDGE_STRICT, EDGE_STRICT_YAML};
 
@@ -31,6 +31,14 @@ use annotations::{dir_text, normalize_host, shown, KeyKind, Violation};
 
 /// Largest memory a wasm32 module can have: 65536 pages of 64 KiB = 4 GiB.
 pub const MAX_WASM32_PAGES: u32 = 65536;
+
+/// `maxDiskBytes` of a preset or ceiling that does not name it: small, since a read-write dir
+/// is usually a node directory or the container's writable layer, shared with the node.
+pub const DEFAULT_MAX_DISK_BYTES: u64 = 64 << 20;
+
+fn default_max_disk_bytes() -> u64 {
+    DEFAULT_MAX_DISK_BYTES
+}
 
 /// What a module may use. Field names (camelCase in YAML) are the product's preset format.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,6 +51,10 @@ pub struct WasiSandboxPolicy {
     pub allowed_env_vars: Vec<String>,
     pub allowed_dirs: Vec<DirMapping>,
     pub max_network_requests: u32,
+    /// Bytes the module may keep in its read-write dirs, all of them together (an addition to
+    /// the product document's fields; preset files may leave it out).
+    #[serde(default = "default_max_disk_bytes")]
+    pub max_disk_bytes: u64,
 }
 
 /// A directory the module sees. `host_path` is inside the container's rootfs (the module runs
@@ -92,7 +104,7 @@ impl fmt::Display for PolicyError {
 impl std::error::Error for PolicyError {}
 
 /// The node ceiling as written in the node config: a preset name, or an inline table with the
-/// six fields (camelCase, like a preset file).
+/// fields of a preset file (camelCase).
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(untagged)]
 pub enum CeilingSpec {
@@ -277,6 +289,11 @@ pub fn resolve(
             .map_err(at(KEY_MAX_NETWORK_REQUESTS, v))?;
         policy.max_network_requests = u32::try_from(n).expect("at most the u32 ceiling");
     }
+    if let Some(&v) = ours.get(KEY_MAX_DISK_BYTES) {
+        policy.max_disk_bytes = DISK
+            .parse(v, ceiling.max_disk_bytes)
+            .map_err(at(KEY_MAX_DISK_BYTES, v))?;
+    }
 
     // Fields left to the preset must be within the ceiling too: an admin may ship presets above
     // it (usable only with overrides). Overridden fields passed above, so the excess is the
@@ -369,13 +386,14 @@ impl WasiSandboxPolicy {
         };
         let dirs: Vec<String> = self.allowed_dirs.iter().map(dir_text).collect();
         format!(
-            "{} pages ({size}), timeout {} ms, hosts [{}], env [{}], dirs [{}], max {} network requests",
+            "{} pages ({size}), timeout {} ms, hosts [{}], env [{}], dirs [{}], max {} network requests, disk quota {}",
             self.max_memory_pages,
             self.execution_timeout_ms,
             self.allowed_hosts.join(", "),
             self.allowed_env_vars.join(", "),
             dirs.join(", "),
-            self.max_network_requests
+            self.max_network_requests,
+            bytes_text(self.max_disk_bytes)
         )
     }
 
@@ -409,6 +427,17 @@ impl WasiSandboxPolicy {
     }
 }
 
+/// `64 MiB`, `4 KiB`, `1000 bytes`: exact, in the largest unit that divides.
+fn bytes_text(n: u64) -> String {
+    match n {
+        0 => "0 bytes".to_string(),
+        n if n % (1 << 30) == 0 => format!("{} GiB", n >> 30),
+        n if n % (1 << 20) == 0 => format!("{} MiB", n >> 20),
+        n if n % (1 << 10) == 0 => format!("{} KiB", n >> 10),
+        n => format!("{n} bytes"),
+    }
+}
+
 /// A numeric field's limits and how to talk about them.
 struct NumField {
     /// Unit in the "set a number of ..." fix.
@@ -431,6 +460,11 @@ const TIMEOUT: NumField = NumField {
 const NETWORK: NumField = NumField {
     what: "requests",
     unit: "requests",
+    min: 0,
+};
+const DISK: NumField = NumField {
+    what: "bytes",
+    unit: "bytes",
     min: 0,
 };
 
@@ -498,6 +532,8 @@ fn check_ceiling(p: &WasiSandboxPolicy, ceiling: &WasiSandboxPolicy) -> Result<(
             ceiling.max_network_requests.into(),
         )
         .map_err(excess("maxNetworkRequests", KEY_MAX_NETWORK_REQUESTS))?;
+    DISK.check(p.max_disk_bytes, ceiling.max_disk_bytes)
+        .map_err(excess("maxDiskBytes", KEY_MAX_DISK_BYTES))?;
     Ok(())
 }
 

@@ -61,6 +61,7 @@ fn builtin_presets_have_the_documented_values() {
             allowed_env_vars: strings(&["APP_MODE", "REGION"]),
             allowed_dirs: vec![dir("/app/config", "/config", true)],
             max_network_requests: 50,
+            max_disk_bytes: DEFAULT_MAX_DISK_BYTES,
         }
     );
     assert_eq!(
@@ -75,6 +76,7 @@ fn builtin_presets_have_the_documented_values() {
                 dir("/app/cache", "/cache", false)
             ],
             max_network_requests: 200,
+            max_disk_bytes: DEFAULT_MAX_DISK_BYTES,
         }
     );
     let settings = PolicySettings::builtin();
@@ -306,6 +308,7 @@ fn field_annotations_replace_preset_fields() {
         (KEY_ALLOWED_ENV, "LOG_LEVEL"),
         (KEY_ALLOWED_DIRS, "/app/cache:/cache:rw"),
         (KEY_MAX_NETWORK_REQUESTS, "7"),
+        (KEY_MAX_DISK_BYTES, "1048576"),
     ]);
     assert_eq!(
         p,
@@ -316,6 +319,7 @@ fn field_annotations_replace_preset_fields() {
             allowed_env_vars: strings(&["LOG_LEVEL"]),
             allowed_dirs: vec![dir("/app/cache", "/cache", false)],
             max_network_requests: 7,
+            max_disk_bytes: 1 << 20,
         }
     );
     // Lists replace, they do not append to the preset's.
@@ -418,7 +422,7 @@ fn error_messages() {
     let known =
         "wasmedge.io/policy, wasmedge.io/max-memory-pages, wasmedge.io/execution-timeout-ms, \
                  wasmedge.io/allowed-hosts, wasmedge.io/allowed-env, wasmedge.io/allowed-dirs, \
-                 wasmedge.io/max-network-requests, wasmedge.io/mode, wasmedge.io/http-port, \
+                 wasmedge.io/max-network-requests, wasmedge.io/max-disk-bytes, wasmedge.io/mode, wasmedge.io/http-port, \
                  wasmedge.io/version, wasmedge.io/warm-pool, wasmedge.io/max-concurrency, wasmedge.io/max-body-bytes, wasmedge.io/drain-timeout-ms";
     let cases: &[(&[(&str, &str)], String)] = &[
         (
@@ -685,7 +689,7 @@ fn summary_is_one_line() {
     assert_eq!(
         strict().summary(),
         "256 pages (16 MiB), timeout 5000 ms, hosts [api.example.com], env [APP_MODE, REGION], \
-         dirs [/app/config:/config:ro], max 50 network requests"
+         dirs [/app/config:/config:ro], max 50 network requests, disk quota 64 MiB"
     );
     assert!(!moderate().summary().contains('\n'));
 }
@@ -704,6 +708,34 @@ fn within_checks_every_field() {
     let mut p = strict();
     p.max_network_requests = 201;
     assert!(!p.within(&c));
+    let mut p = strict();
+    p.max_disk_bytes = DEFAULT_MAX_DISK_BYTES + 1;
+    assert!(!p.within(&c));
+}
+
+#[test]
+fn disk_bytes_are_capped_by_the_ceiling_and_named_in_the_error() {
+    assert_eq!(ok(&[(KEY_MAX_DISK_BYTES, "0")]).max_disk_bytes, 0);
+    let refused = |value: &str| {
+        resolve(
+            &PolicySettings::builtin(),
+            &ann(&[(KEY_MAX_DISK_BYTES, value)]),
+        )
+        .unwrap_err()
+    };
+    let e = refused("68719476736");
+    assert_eq!(e.key, KEY_MAX_DISK_BYTES);
+    assert_eq!(
+        e.reason,
+        format!("above the node ceiling of {DEFAULT_MAX_DISK_BYTES} bytes")
+    );
+    assert!(e.fix.contains("ask the node admin"), "{e}");
+    let e = refused("64Mi");
+    assert_eq!(e.reason, "not a whole number");
+    assert!(e.fix.contains("bytes between 0 and"), "{e}");
+    // A preset file may name the field; one that leaves it out gets the default.
+    let yaml = format!("{EDGE_STRICT_YAML}maxDiskBytes: 4096\n");
+    assert_eq!(Presets::parse(&yaml).unwrap().max_disk_bytes, 4096);
 }
 
 // ---- properties ----
