@@ -437,6 +437,8 @@ fn bench_instances() -> Result<(Quantiles, Quantiles, Quantiles)> {
             max_memory_pages: 256,
             allowed_hosts: vec![],
             max_network_requests: 0,
+            max_disk_bytes: 0,
+            disk: None,
         },
         timeout: Duration::from_secs(5),
     };

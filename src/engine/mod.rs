@@ -204,6 +204,12 @@ pub struct RunSpec {
     pub allowed_hosts: Vec<String>,
     /// Budget of outbound requests for the run.
     pub max_network_requests: u32,
+    /// Bytes the read-write preopens may hold (see `wasi::DiskQuota`).
+    pub max_disk_bytes: u64,
+    /// That quota, counted from what the directories held when the container started; set
+    /// where the preopens are bound (`None`: no read-write preopen, nothing to count).
+    #[serde(skip)]
+    pub disk: Option<wasi::DiskQuota>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -281,6 +287,7 @@ pub fn run_command(
         stdout: wasi::Stdio::Inherit,
         stderr: wasi::Stdio::Inherit,
         max_buffered: None,
+        disk: spec.disk.clone(),
     })?;
     let mut net = wasi::net::NetCtx::new(spec.allowed_hosts.clone(), spec.max_network_requests);
     ctx.set_time_limit(Some(timeout));
@@ -352,6 +359,8 @@ mod tests {
             max_memory_pages,
             allowed_hosts: vec![],
             max_network_requests: 0,
+            max_disk_bytes: 0,
+            disk: None,
         };
         run_command(&module, spec, std::time::Duration::from_secs(60))
             .unwrap()

@@ -223,6 +223,7 @@ impl<'m> InstanceSlot<'m> {
             stdout: Stdio::Buffer(Vec::new()),
             stderr: Stdio::Buffer(Vec::new()),
             max_buffered: Some(output_caps(self.spec.run.max_memory_pages)),
+            disk: self.spec.run.disk.clone(),
         })
         .context("set up WASI for the request")?;
         let net = net::NetCtx::new(
@@ -296,6 +297,8 @@ mod tests {
                 max_memory_pages: 64,
                 allowed_hosts: vec![],
                 max_network_requests: 0,
+                max_disk_bytes: 0,
+                disk: None,
             },
             timeout: Duration::from_millis(timeout_ms),
         }

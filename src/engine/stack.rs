@@ -334,6 +334,8 @@ mod tests {
                     max_memory_pages: 256,
                     allowed_hosts: vec![],
                     max_network_requests: 0,
+                    max_disk_bytes: 0,
+                    disk: None,
                 },
                 timeout: Duration::from_secs(60),
             };
@@ -387,7 +389,7 @@ mod tests {
                     (func (export "_start") (drop (call $down (i32.const {mid})))))"#
                 ));
                 let spec = SlotSpec {
-                    run: RunSpec { func: "_start".into(), args: vec![], envs: vec![], preopens: vec![], max_memory_pages: 256, allowed_hosts: vec![], max_network_requests: 0 },
+                    run: RunSpec { func: "_start".into(), args: vec![], envs: vec![], preopens: vec![], max_memory_pages: 256, allowed_hosts: vec![], max_network_requests: 0, max_disk_bytes: 0, disk: None },
                     timeout: Duration::from_secs(60),
                 };
                 let fits = InstanceSlot::new(&module, spec).unwrap().call(vec![]).unwrap().outcome == Outcome::Exited(0);

@@ -209,6 +209,8 @@ pub fn denial_field(violation: &str) -> &'static str {
         "allowed_hosts"
     } else if violation.starts_with("network request limit") {
         "max_network_requests"
+    } else if violation.starts_with("disk quota exceeded") {
+        "max_disk_bytes"
     } else {
         "allowed_dirs"
     }
@@ -242,6 +244,9 @@ mod tests {
         m.instance_started(0.00004);
         m.denied(denial_field("host not allowed: evil.example"));
         m.denied(denial_field("permission denied: /etc/passwd"));
+        m.denied(denial_field(
+            "disk quota exceeded: /cache/f (max_disk_bytes 1024); ...",
+        ));
         let text = m.render();
         for line in [
             r#"wasmedge_http_requests_total{version="v2",status="200"} 1"#,
@@ -252,6 +257,7 @@ mod tests {
             r#"wasmedge_http_requests_in_flight{version="v2"} 1"#,
             r#"wasmedge_policy_denials_total{version="v2",field="allowed_hosts"} 1"#,
             r#"wasmedge_policy_denials_total{version="v2",field="allowed_dirs"} 1"#,
+            r#"wasmedge_policy_denials_total{version="v2",field="max_disk_bytes"} 1"#,
         ] {
             assert!(text.contains(line), "missing {line} in\n{text}");
         }

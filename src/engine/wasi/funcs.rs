@@ -14,7 +14,7 @@ use wasmedge_types::error::{CoreCommonError, CoreError};
 
 use super::abi::{self, errno, eventtype, fdflags, filetype, oflags, rights, whence, Errno};
 use super::mem::Mem;
-use super::sys;
+use super::{quota, sys};
 use super::{Entry, Kind, Mode, WasiCtx};
 
 type R = Result<(), Errno>;
@@ -265,15 +265,20 @@ pub(super) fn fd_advise(
 
 pub(super) fn fd_allocate(ctx: &mut WasiCtx, _mem: &mut Mem, fd: u32, offset: u64, len: u64) -> R {
     check_writable(ctx, fd)?;
-    let f = file_fd(ctx.entry(fd)?)?;
+    file_fd(ctx.entry(fd)?)?;
     if offset > i64::MAX as u64 || len > i64::MAX as u64 {
         return Err(errno::INVAL);
     }
-    // SAFETY: plain syscall.
-    match unsafe { libc::posix_fallocate(f, offset as i64, len as i64) } {
-        0 => Ok(()),
-        e => Err(abi::from_host(e)),
-    }
+    ctx.resize_file(fd, |f, room| {
+        if room.is_some_and(|r| offset.saturating_add(len) > r.max_size()) {
+            return Err(errno::DQUOT);
+        }
+        // SAFETY: plain syscall.
+        match unsafe { libc::posix_fallocate(f, offset as i64, len as i64) } {
+            0 => Ok(()),
+            e => Err(abi::from_host(e)),
+        }
+    })
 }
 
 pub(super) fn fd_close(ctx: &mut WasiCtx, _mem: &mut Mem, fd: u32) -> R {
@@ -458,10 +463,14 @@ pub(super) fn fd_filestat_get(ctx: &mut WasiCtx, mem: &mut Mem, fd: u32, out: u3
 
 pub(super) fn fd_filestat_set_size(ctx: &mut WasiCtx, _mem: &mut Mem, fd: u32, size: u64) -> R {
     check_writable(ctx, fd)?;
-    let f = file_fd(ctx.entry(fd)?)?;
-    let size = i64::try_from(size).map_err(|_| errno::INVAL)?;
-    // SAFETY: plain syscall.
-    sys::cvt(unsafe { libc::ftruncate(f, size) }).map(|_| ())
+    let new_size = i64::try_from(size).map_err(|_| errno::INVAL)?;
+    ctx.resize_file(fd, |f, room| {
+        if room.is_some_and(|r| size > r.max_size()) {
+            return Err(errno::DQUOT);
+        }
+        // SAFETY: plain syscall.
+        sys::cvt(unsafe { libc::ftruncate(f, new_size) }).map(|_| ())
+    })
 }
 
 pub(super) fn fd_filestat_set_times(
@@ -608,10 +617,21 @@ pub(super) fn fd_write(
     let iov = mem.iovecs(iovs, iovs_len)?;
     let e = ctx.entry(fd)?;
     let n = match &e.kind {
-        Kind::File(f) => {
-            let f = f.as_raw_fd();
+        Kind::File(_) => {
             check_writable(ctx, fd)?;
-            writev(f, &iov)?
+            ctx.resize_file(fd, |f, room| match room {
+                None => writev(f, &iov),
+                Some(room) => {
+                    // SAFETY: plain syscall.
+                    let at = unsafe { libc::lseek(f, 0, libc::SEEK_CUR) };
+                    let at = if appends(f) {
+                        room.size
+                    } else {
+                        at.max(0) as u64
+                    };
+                    writev(f, &within_quota(&iov, at, room)?)
+                }
+            })?
         }
         Kind::Stdout | Kind::Stderr => {
             let (mode, host) = if matches!(e.kind, Kind::Stdout) {
@@ -674,12 +694,57 @@ pub(super) fn fd_pwrite(
 ) -> R {
     mem.check(nwritten, 4)?;
     let iov = mem.iovecs(iovs, iovs_len)?;
-    let f = file_fd(ctx.entry(fd)?)?;
+    file_fd(ctx.entry(fd)?)?;
     check_writable(ctx, fd)?;
-    let offset = i64::try_from(offset).map_err(|_| errno::INVAL)?;
-    // SAFETY: iovecs point to checked guest ranges.
-    let n = sys::cvt_size(unsafe { libc::pwritev(f, iov.as_ptr(), iov.len() as i32, offset) })?;
+    let host_offset = i64::try_from(offset).map_err(|_| errno::INVAL)?;
+    let n = ctx.resize_file(fd, |f, room| {
+        let iov = match room {
+            // Linux's pwrite on an O_APPEND descriptor appends.
+            Some(room) => within_quota(&iov, if appends(f) { room.size } else { offset }, room)?,
+            None => std::borrow::Cow::Borrowed(&iov[..]),
+        };
+        // SAFETY: iovecs point to checked guest ranges.
+        sys::cvt_size(unsafe { libc::pwritev(f, iov.as_ptr(), iov.len() as i32, host_offset) })
+    })?;
     mem.write_u32(nwritten, n as u32)
+}
+
+/// True when the host descriptor has O_APPEND.
+fn appends(f: RawFd) -> bool {
+    // SAFETY: plain syscall.
+    let flags = unsafe { libc::fcntl(f, libc::F_GETFL) };
+    flags >= 0 && flags & libc::O_APPEND != 0
+}
+
+/// The part of a write at offset `at` that keeps the file within `room` (shortened like a
+/// write to a full disk); EDQUOT when none of it fits.
+fn within_quota(
+    iov: &[libc::iovec],
+    at: u64,
+    room: super::Room,
+) -> Result<std::borrow::Cow<'_, [libc::iovec]>, Errno> {
+    let total: u64 = iov.iter().map(|v| v.iov_len as u64).sum();
+    let max = room.max_size();
+    if total == 0 || at.saturating_add(total) <= max {
+        return Ok(std::borrow::Cow::Borrowed(iov));
+    }
+    if at >= max {
+        return Err(errno::DQUOT);
+    }
+    let mut left = (max - at) as usize;
+    let mut kept = Vec::new();
+    for v in iov {
+        if left == 0 {
+            break;
+        }
+        let take = v.iov_len.min(left);
+        kept.push(libc::iovec {
+            iov_base: v.iov_base,
+            iov_len: take,
+        });
+        left -= take;
+    }
+    Ok(std::borrow::Cow::Owned(kept))
 }
 
 pub(super) fn readv(f: RawFd, iov: &[libc::iovec]) -> Result<usize, Errno> {
@@ -892,8 +957,48 @@ pub(super) fn path_open(
             flags |= libc::O_DSYNC;
         }
     }
-    let file = ctx.open_beneath(dirfd, rel, flags, 0o666, &guest)?;
-    let st = sys::fstat(file.as_raw_fd())?;
+    let (file, st, held) = match ctx.disk.clone() {
+        None => {
+            let file = ctx.open_beneath(dirfd, rel, flags, 0o666, &guest)?;
+            let st = sys::fstat(file.as_raw_fd())?;
+            (file, st, None)
+        }
+        Some(disk) => {
+            let mut ledger = disk.lock();
+            // Creating a file adds a name, truncating releases bytes: what was there decides.
+            let changes = flags & (libc::O_CREAT | libc::O_TRUNC) != 0;
+            let before = if changes {
+                sys::open_confined(dirfd, rel, libc::O_PATH | (flags & libc::O_NOFOLLOW), 0)
+                    .ok()
+                    .and_then(|f| sys::fstat(f.as_raw_fd()).ok())
+            } else {
+                None
+            };
+            if flags & libc::O_CREAT != 0 && before.is_none() && !ledger.has_room_for_entry() {
+                let limit = ledger.limit();
+                drop(ledger);
+                return Err(ctx.over_quota(guest, limit));
+            }
+            let file = ctx.open_beneath(dirfd, rel, flags, 0o666, &guest)?;
+            let st = sys::fstat(file.as_raw_fd())?;
+            let size = |st: &libc::stat| st.st_size.max(0) as u64;
+            match before {
+                None if changes => {
+                    ledger.entry_added();
+                    ledger.resized(0, size(&st));
+                }
+                Some(b) if quota::FileId::of(&b) == quota::FileId::of(&st) => {
+                    ledger.resized(size(&b), size(&st))
+                }
+                _ => {}
+            }
+            let held = (st.st_mode & libc::S_IFMT == libc::S_IFREG).then(|| {
+                ledger.file_opened(quota::FileId::of(&st));
+                (disk.clone(), quota::FileId::of(&st))
+            });
+            (file, st, held)
+        }
+    };
     let is_dir = st.st_mode & libc::S_IFMT == libc::S_IFDIR;
     let entry = Entry {
         kind: if is_dir {
@@ -907,6 +1012,7 @@ pub(super) fn path_open(
         base: base & parent_inheriting,
         inheriting: inheriting & parent_inheriting,
         flags: if is_dir { fdflags } else { 0 },
+        held,
     };
     let new = ctx.insert(entry)?;
     if let Err(e) = mem.write_u32(out, new) {
@@ -926,8 +1032,11 @@ pub(super) fn path_create_directory(
     let rel = mem.read_str(path, path_len)?;
     let p = ctx.parent_of(fd, rel, true)?;
     let name = sys::cstr(&p.last)?;
+    let guest = ctx.guest_of(fd, rel)?;
     // SAFETY: valid C string.
-    sys::cvt(unsafe { libc::mkdirat(p.dir.raw(), name.as_ptr(), 0o777) }).map(|_| ())
+    ctx.add_name(&guest, || {
+        sys::cvt(unsafe { libc::mkdirat(p.dir.raw(), name.as_ptr(), 0o777) }).map(|_| ())
+    })
 }
 
 pub(super) fn path_filestat_get(
@@ -1001,35 +1110,40 @@ pub(super) fn path_link(
     // count as writes.
     let to = ctx.parent_of(new_fd, new_rel, true)?;
     let to_name = sys::cstr(&to.last)?;
+    let to_guest = ctx.guest_of(new_fd, new_rel)?;
     if old_flags & abi::LOOKUP_SYMLINK_FOLLOW != 0 {
         let (dirfd, guest, _) = ctx.dir_for(old_fd, old_rel, true)?;
         let f = ctx.open_beneath(dirfd, old_rel, libc::O_PATH, 0, &guest)?;
         let src = sys::proc_fd_path(f.as_raw_fd());
-        // SAFETY: valid C strings.
-        sys::cvt(unsafe {
-            libc::linkat(
-                libc::AT_FDCWD,
-                src.as_ptr(),
-                to.dir.raw(),
-                to_name.as_ptr(),
-                libc::AT_SYMLINK_FOLLOW,
-            )
+        ctx.add_name(&to_guest, || {
+            // SAFETY: valid C strings.
+            sys::cvt(unsafe {
+                libc::linkat(
+                    libc::AT_FDCWD,
+                    src.as_ptr(),
+                    to.dir.raw(),
+                    to_name.as_ptr(),
+                    libc::AT_SYMLINK_FOLLOW,
+                )
+            })
+            .map(|_| ())
         })
-        .map(|_| ())
     } else {
         let from = ctx.parent_of(old_fd, old_rel, true)?;
         let from_name = sys::cstr(&from.last)?;
-        // SAFETY: valid C strings.
-        sys::cvt(unsafe {
-            libc::linkat(
-                from.dir.raw(),
-                from_name.as_ptr(),
-                to.dir.raw(),
-                to_name.as_ptr(),
-                0,
-            )
+        ctx.add_name(&to_guest, || {
+            // SAFETY: valid C strings.
+            sys::cvt(unsafe {
+                libc::linkat(
+                    from.dir.raw(),
+                    from_name.as_ptr(),
+                    to.dir.raw(),
+                    to_name.as_ptr(),
+                    0,
+                )
+            })
+            .map(|_| ())
         })
-        .map(|_| ())
     }
 }
 
@@ -1070,8 +1184,11 @@ pub(super) fn path_remove_directory(
     let rel = mem.read_str(path, path_len)?;
     let p = ctx.parent_of(fd, rel, true)?;
     let name = sys::cstr(&p.last)?;
-    // SAFETY: valid C string.
-    sys::cvt(unsafe { libc::unlinkat(p.dir.raw(), name.as_ptr(), libc::AT_REMOVEDIR) }).map(|_| ())
+    ctx.remove_name(p.dir.raw(), &p.last, || {
+        // SAFETY: valid C string.
+        sys::cvt(unsafe { libc::unlinkat(p.dir.raw(), name.as_ptr(), libc::AT_REMOVEDIR) })
+            .map(|_| ())
+    })
 }
 
 pub(super) fn path_unlink_file(
@@ -1093,8 +1210,10 @@ pub(super) fn path_unlink_file(
         });
     }
     let name = sys::cstr(&p.last)?;
-    // SAFETY: valid C string.
-    sys::cvt(unsafe { libc::unlinkat(p.dir.raw(), name.as_ptr(), 0) }).map(|_| ())
+    ctx.remove_name(p.dir.raw(), &p.last, || {
+        // SAFETY: valid C string.
+        sys::cvt(unsafe { libc::unlinkat(p.dir.raw(), name.as_ptr(), 0) }).map(|_| ())
+    })
 }
 
 pub(super) fn path_rename(
@@ -1113,16 +1232,34 @@ pub(super) fn path_rename(
     let to = ctx.parent_of(new_fd, new_rel, true)?;
     let from_name = sys::cstr(&from.last)?;
     let to_name = sys::cstr(&to.last)?;
-    // SAFETY: valid C strings.
-    sys::cvt(unsafe {
-        libc::renameat(
-            from.dir.raw(),
-            from_name.as_ptr(),
-            to.dir.raw(),
-            to_name.as_ptr(),
-        )
-    })
-    .map(|_| ())
+    let rename = || {
+        // SAFETY: valid C strings.
+        sys::cvt(unsafe {
+            libc::renameat(
+                from.dir.raw(),
+                from_name.as_ptr(),
+                to.dir.raw(),
+                to_name.as_ptr(),
+            )
+        })
+        .map(|_| ())
+    };
+    let Some(disk) = ctx.disk.clone() else {
+        return rename();
+    };
+    // A rename over an existing name removes that name (and a file's bytes with its last one).
+    let mut ledger = disk.lock();
+    let stat = |dir: RawFd, name: &str| sys::fstatat(dir, name, libc::AT_SYMLINK_NOFOLLOW).ok();
+    let source = stat(from.dir.raw(), &from.last);
+    let replaced = stat(to.dir.raw(), &to.last);
+    rename()?;
+    match (replaced, source) {
+        (Some(r), Some(s)) if quota::FileId::of(&r) == quota::FileId::of(&s) => {}
+        (Some(r), _) if r.st_mode & libc::S_IFMT == libc::S_IFREG => ledger.file_unlinked(&r),
+        (Some(_), _) => ledger.entry_removed(),
+        (None, _) => {}
+    }
+    Ok(())
 }
 
 pub(super) fn path_symlink(
@@ -1138,9 +1275,13 @@ pub(super) fn path_symlink(
     let new_rel = mem.read_str(new_path, new_len)?;
     let p = ctx.parent_of(fd, new_rel, true)?;
     let name = sys::cstr(&p.last)?;
+    let guest = ctx.guest_of(fd, new_rel)?;
     // The target is stored as given; following it later is confined like any other lookup.
-    // SAFETY: valid C strings.
-    sys::cvt(unsafe { libc::symlinkat(target.as_ptr(), p.dir.raw(), name.as_ptr()) }).map(|_| ())
+    ctx.add_name(&guest, || {
+        // SAFETY: valid C strings.
+        sys::cvt(unsafe { libc::symlinkat(target.as_ptr(), p.dir.raw(), name.as_ptr()) })
+            .map(|_| ())
+    })
 }
 
 // ---------------------------------------------------------------- poll_oneoff

@@ -26,6 +26,7 @@ mod abi;
 mod funcs;
 mod mem;
 pub mod net;
+mod quota;
 mod sys;
 
 #[cfg(test)]
@@ -42,6 +43,8 @@ use wasmedge_types::error::{CoreCommonError, CoreError};
 
 use abi::{errno, rights, Errno};
 use sys::DirFd;
+
+pub use quota::{DiskQuota, Usage as DiskUsage, ENTRY_BYTES};
 
 /// The import module name.
 pub const MODULE_NAME: &str = "wasi_snapshot_preview1";
@@ -69,6 +72,12 @@ pub struct BoundDir(std::sync::Arc<OwnedFd>);
 impl BoundDir {
     pub fn new(fd: OwnedFd) -> Self {
         BoundDir(std::sync::Arc::new(fd))
+    }
+}
+
+impl std::os::fd::AsFd for BoundDir {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.0.as_fd()
     }
 }
 
@@ -104,6 +113,9 @@ pub struct WasiConfig {
     /// Most bytes kept of a `Stdio::Buffer` stdout and stderr (`None`: no bound); writes past
     /// it succeed for the guest and are counted as dropped (see [`WasiCtx::dropped_output`]).
     pub max_buffered: Option<OutputCaps>,
+    /// Bytes the read-write preopens may hold (`None`: no bound); shared by the instances of a
+    /// container, as their directories are.
+    pub disk: Option<DiskQuota>,
 }
 
 /// Bounds of captured output, in bytes.
@@ -146,6 +158,24 @@ struct Entry {
     inheriting: u64,
     /// fdflags kept for descriptors whose flags are not the host's (stdio, directories).
     flags: u16,
+    /// A regular file the disk quota knows is open (see `quota`).
+    held: Option<(DiskQuota, quota::FileId)>,
+}
+
+impl Drop for Entry {
+    /// Before the descriptor closes (fields drop after this), so an unlinked file's last size
+    /// can still be read.
+    fn drop(&mut self) {
+        if let (Some((disk, id)), Kind::File(f)) = (self.held.take(), &self.kind) {
+            let f = f.as_raw_fd();
+            disk.lock().file_closing(id, || {
+                sys::fstat(f)
+                    .ok()
+                    .filter(|st| st.st_nlink == 0)
+                    .map(|st| st.st_size.max(0) as u64)
+            });
+        }
+    }
 }
 
 /// Open descriptors one instance may hold, stdio and preopens included; `path_open` beyond it
@@ -178,6 +208,7 @@ pub struct WasiCtx {
     violations_dropped: usize,
     /// Size of the module's linear memory (64 KiB pages) when the run ended.
     memory_pages: Option<u32>,
+    disk: Option<DiskQuota>,
     /// End of the call's time limit (CLOCK_MONOTONIC ns): a host call waits at most until
     /// then, and returning from one after it ends the call (see [`WasiCtx::timed_out`]).
     deadline_ns: Option<u64>,
@@ -234,6 +265,7 @@ impl WasiCtx {
             args: config.args,
             envs,
             caps: config.max_buffered,
+            disk: config.disk,
             ..Default::default()
         };
         ctx.fds.reserve(config.preopens.len() + 4);
@@ -254,6 +286,7 @@ impl WasiCtx {
             base,
             inheriting: 0,
             flags: 0,
+            held: None,
         };
         let common =
             rights::FD_FDSTAT_SET_FLAGS | rights::FD_FILESTAT_GET | rights::POLL_FD_READWRITE;
@@ -285,6 +318,7 @@ impl WasiCtx {
                 base: rights::ALL,
                 inheriting: rights::ALL,
                 flags: 0,
+                held: None,
             }));
         }
         if !has_root {
@@ -296,6 +330,7 @@ impl WasiCtx {
                 base: rights::ALL,
                 inheriting: rights::ALL,
                 flags: 0,
+                held: None,
             }));
         }
         Ok(ctx)
@@ -394,6 +429,95 @@ impl WasiCtx {
     fn deny(&mut self, guest_path: String) -> Errno {
         self.record(format!("permission denied: {guest_path}"));
         errno::ACCES
+    }
+
+    /// Guest path of `rel` beneath the directory `fd`, for reports.
+    fn guest_of(&self, fd: u32, rel: &str) -> Result<String, Errno> {
+        Ok(join_guest(&self.entry(fd)?.guest, rel))
+    }
+
+    /// A write that would take the read-write dirs past their quota: EDQUOT.
+    fn over_quota(&mut self, guest_path: String, limit: u64) -> Errno {
+        self.record(format!(
+            "disk quota exceeded: {guest_path} (max_disk_bytes {limit}); raise wasmedge.io/max-disk-bytes or keep less in the read-write dirs"
+        ));
+        errno::DQUOT
+    }
+
+    /// Runs `op` on the regular file `fd`, which may change its size, under the disk quota.
+    /// `op` gets the host descriptor and, with a quota, the file's size now and the bytes that
+    /// may be added to the directories; whatever size change it makes is then charged. An
+    /// `EDQUOT` from `op` is reported as a violation.
+    fn resize_file<T>(
+        &mut self,
+        fd: u32,
+        op: impl FnOnce(RawFd, Option<Room>) -> Result<T, Errno>,
+    ) -> Result<T, Errno> {
+        let f = funcs::file_fd(self.entry(fd)?)?;
+        let Some(disk) = self.disk.clone() else {
+            return op(f, None);
+        };
+        let mut ledger = disk.lock();
+        let before = sys::fstat(f)?.st_size.max(0) as u64;
+        let result = op(
+            f,
+            Some(Room {
+                size: before,
+                room: ledger.room(),
+            }),
+        );
+        if let Ok(st) = sys::fstat(f) {
+            ledger.resized(before, st.st_size.max(0) as u64);
+        }
+        let limit = ledger.limit();
+        drop(ledger);
+        if result.as_ref().err() == Some(&errno::DQUOT) {
+            let guest = self.entry(fd)?.guest.clone();
+            return Err(self.over_quota(guest, limit));
+        }
+        result
+    }
+
+    /// Runs `op`, which adds a name beneath the directory (`guest`) when it succeeds, under the
+    /// disk quota: EDQUOT without calling it when there is no room for a name.
+    fn add_name(
+        &mut self,
+        guest: &str,
+        op: impl FnOnce() -> Result<(), Errno>,
+    ) -> Result<(), Errno> {
+        let Some(disk) = self.disk.clone() else {
+            return op();
+        };
+        let mut ledger = disk.lock();
+        if !ledger.has_room_for_entry() {
+            let limit = ledger.limit();
+            drop(ledger);
+            return Err(self.over_quota(guest.to_string(), limit));
+        }
+        op()?;
+        ledger.entry_added();
+        Ok(())
+    }
+
+    /// Runs `op`, which removes the name `name` in `dir` when it succeeds, under the disk
+    /// quota: the name is released, and with a regular file's last name its bytes.
+    fn remove_name(
+        &mut self,
+        dir: RawFd,
+        name: &str,
+        op: impl FnOnce() -> Result<(), Errno>,
+    ) -> Result<(), Errno> {
+        let Some(disk) = self.disk.clone() else {
+            return op();
+        };
+        let mut ledger = disk.lock();
+        let before = sys::fstatat(dir, name, libc::AT_SYMLINK_NOFOLLOW).ok();
+        op()?;
+        match before {
+            Some(st) if st.st_mode & libc::S_IFMT == libc::S_IFREG => ledger.file_unlinked(&st),
+            _ => ledger.entry_removed(),
+        }
+        Ok(())
     }
 
     /// Write beneath a read-only preopen: ENOTCAPABLE.
@@ -523,6 +647,22 @@ impl WasiCtx {
             last: last.to_string(),
             trailing_slash,
         })
+    }
+}
+
+/// What a write may do to a file under the disk quota.
+#[derive(Debug, Clone, Copy)]
+struct Room {
+    /// The file's size before the call.
+    size: u64,
+    /// Bytes that may still be added to the read-write dirs.
+    room: u64,
+}
+
+impl Room {
+    /// The size the file may grow to.
+    fn max_size(self) -> u64 {
+        self.size.saturating_add(self.room)
     }
 }
 

@@ -1488,3 +1488,186 @@ fn an_instance_holds_at_most_max_open_fds_descriptors() {
     funcs::fd_close(&mut ctx, &mut g.mem, 10).unwrap();
     assert!(open(&mut ctx, &mut g, 3, "f", 0, rights::FD_READ).is_ok());
 }
+
+// ---------------------------------------------------------------- disk quota
+
+/// A ctx with `dir` read-write at /data (fd 3) under a quota of `limit` bytes counted from
+/// what `dir` holds now.
+fn quota_ctx(dir: &Path, limit: u64) -> (WasiCtx, DiskQuota) {
+    let bound = std::fs::File::open(dir).unwrap();
+    let (quota, _) = DiskQuota::measure(limit, &[std::os::fd::AsFd::as_fd(&bound)]);
+    let mut cfg = config(&[]);
+    cfg.preopens = vec![preopen("/data", dir, false)];
+    cfg.disk = Some(quota.clone());
+    (WasiCtx::new(cfg).unwrap(), quota)
+}
+
+/// Another instance of the container of `quota`.
+fn sharing(dir: &Path, quota: &DiskQuota) -> WasiCtx {
+    let mut cfg = config(&[]);
+    cfg.preopens = vec![preopen("/data", dir, false)];
+    cfg.disk = Some(quota.clone());
+    WasiCtx::new(cfg).unwrap()
+}
+
+fn create(ctx: &mut WasiCtx, g: &mut Guest, path: &str) -> Result<u32, Errno> {
+    open(
+        ctx,
+        g,
+        3,
+        path,
+        oflags::CREAT,
+        RW | rights::FD_ALLOCATE | rights::FD_FILESTAT_SET_SIZE,
+    )
+}
+
+#[test]
+fn writes_stop_at_the_disk_quota_with_a_short_write_then_edquot() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut ctx, quota) = quota_ctx(dir.path(), ENTRY_BYTES + 100);
+    let mut g = Guest::new();
+    let f = create(&mut ctx, &mut g, "f").unwrap();
+    assert_eq!(quota.used(), ENTRY_BYTES);
+    assert_eq!(write(&mut ctx, &mut g, f, &"a".repeat(60)), Ok(60));
+    // Like a full disk: what fits is written, then nothing.
+    assert_eq!(write(&mut ctx, &mut g, f, &"b".repeat(60)), Ok(40));
+    assert_eq!(write(&mut ctx, &mut g, f, "c"), Err(errno::DQUOT));
+    assert_eq!(std::fs::metadata(dir.path().join("f")).unwrap().len(), 100);
+    assert_eq!(quota.used(), ENTRY_BYTES + 100);
+    assert_eq!(
+        ctx.violations(),
+        [format!(
+            "disk quota exceeded: /data/f (max_disk_bytes {}); raise wasmedge.io/max-disk-bytes or keep less in the read-write dirs",
+            ENTRY_BYTES + 100
+        )]
+    );
+    // Overwriting what is there adds nothing and is allowed.
+    funcs::fd_seek(&mut ctx, &mut g.mem, f, 0, 0, OUT).unwrap();
+    assert_eq!(write(&mut ctx, &mut g, f, &"d".repeat(100)), Ok(100));
+}
+
+#[test]
+fn sparse_writes_allocate_and_set_size_count_the_whole_length() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut ctx, quota) = quota_ctx(dir.path(), 1 << 20);
+    let mut g = Guest::new();
+    let f = create(&mut ctx, &mut g, "f").unwrap();
+    // One byte at 1 TiB: no way around the quota through a hole.
+    let (p, l) = g.s("x");
+    g.mem.write_u32(100, p).unwrap();
+    g.mem.write_u32(104, l).unwrap();
+    assert_eq!(
+        funcs::fd_pwrite(&mut ctx, &mut g.mem, f, 100, 1, 1 << 40, OUT),
+        Err(errno::DQUOT)
+    );
+    // The attack: fd_allocate of 256 MiB.
+    assert_eq!(
+        funcs::fd_allocate(&mut ctx, &mut g.mem, f, 0, 256 << 20),
+        Err(errno::DQUOT)
+    );
+    assert_eq!(
+        funcs::fd_filestat_set_size(&mut ctx, &mut g.mem, f, 256 << 20),
+        Err(errno::DQUOT)
+    );
+    assert_eq!(std::fs::metadata(dir.path().join("f")).unwrap().len(), 0);
+    // Within the quota all three work and are counted; shrinking gives the bytes back.
+    funcs::fd_allocate(&mut ctx, &mut g.mem, f, 0, 4096).unwrap();
+    funcs::fd_filestat_set_size(&mut ctx, &mut g.mem, f, 500_000).unwrap();
+    assert_eq!(quota.used(), ENTRY_BYTES + 500_000);
+    funcs::fd_pwrite(&mut ctx, &mut g.mem, f, 100, 1, 600_000, OUT).unwrap();
+    assert_eq!(quota.used(), ENTRY_BYTES + 600_001);
+    funcs::fd_filestat_set_size(&mut ctx, &mut g.mem, f, 0).unwrap();
+    assert_eq!(quota.used(), ENTRY_BYTES);
+}
+
+#[test]
+fn names_cost_bytes_and_removing_them_gives_them_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut ctx, quota) = quota_ctx(dir.path(), 3 * ENTRY_BYTES);
+    let mut g = Guest::new();
+    let f = create(&mut ctx, &mut g, "a").unwrap();
+    funcs::fd_close(&mut ctx, &mut g.mem, f).unwrap();
+    let (p, l) = g.s("d");
+    funcs::path_create_directory(&mut ctx, &mut g.mem, 3, p, l).unwrap();
+    let (t, tl) = g.s("a");
+    let (n, nl) = g.s("link");
+    funcs::path_symlink(&mut ctx, &mut g.mem, t, tl, 3, n, nl).unwrap();
+    assert_eq!(quota.used(), 3 * ENTRY_BYTES);
+    // Full: no file, directory, symlink or hard link more.
+    assert_eq!(create(&mut ctx, &mut g, "b"), Err(errno::DQUOT));
+    let (p2, l2) = g.s("e");
+    assert_eq!(
+        funcs::path_create_directory(&mut ctx, &mut g.mem, 3, p2, l2),
+        Err(errno::DQUOT)
+    );
+    let (h, hl) = g.s("hard");
+    assert_eq!(
+        funcs::path_link(&mut ctx, &mut g.mem, 3, 0, t, tl, 3, h, hl),
+        Err(errno::DQUOT)
+    );
+    assert!(!dir.path().join("b").exists() && !dir.path().join("hard").exists());
+    // An existing file opens as before, with O_CREAT too.
+    assert!(create(&mut ctx, &mut g, "a").is_ok());
+    funcs::path_remove_directory(&mut ctx, &mut g.mem, 3, p, l).unwrap();
+    funcs::path_unlink_file(&mut ctx, &mut g.mem, 3, n, nl).unwrap();
+    assert_eq!(quota.used(), ENTRY_BYTES);
+    assert!(create(&mut ctx, &mut g, "b").is_ok());
+}
+
+#[test]
+fn an_unlinked_file_stays_counted_while_it_is_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut ctx, quota) = quota_ctx(dir.path(), ENTRY_BYTES + 1000);
+    let mut g = Guest::new();
+    let f = create(&mut ctx, &mut g, "f").unwrap();
+    assert_eq!(write(&mut ctx, &mut g, f, &"x".repeat(1000)), Ok(1000));
+    let (p, l) = g.s("f");
+    funcs::path_unlink_file(&mut ctx, &mut g.mem, 3, p, l).unwrap();
+    // Write, keep open, unlink, repeat must not fill the disk.
+    assert_eq!(quota.used(), 1000);
+    assert_eq!(create(&mut ctx, &mut g, "g").map(|_| ()), Ok(()));
+    let g_fd = ctx.fds.len() as u32 - 1;
+    assert_eq!(write(&mut ctx, &mut g, g_fd, "y"), Err(errno::DQUOT));
+    funcs::fd_close(&mut ctx, &mut g.mem, f).unwrap();
+    assert_eq!(quota.used(), ENTRY_BYTES);
+    assert_eq!(write(&mut ctx, &mut g, g_fd, &"y".repeat(1000)), Ok(1000));
+}
+
+#[test]
+fn instances_of_one_container_share_the_quota() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("old"), vec![0u8; 3000]).unwrap();
+    let (mut one, quota) = quota_ctx(dir.path(), 2 * ENTRY_BYTES + 5000);
+    assert_eq!(quota.used(), ENTRY_BYTES + 3000, "what was there counts");
+    let mut two = sharing(dir.path(), &quota);
+    let mut g = Guest::new();
+    let a = create(&mut one, &mut g, "shared").unwrap();
+    assert_eq!(write(&mut one, &mut g, a, &"1".repeat(1500)), Ok(1500));
+    let b = open(
+        &mut two,
+        &mut g,
+        3,
+        "shared",
+        oflags::CREAT,
+        RW | rights::FD_SEEK,
+    )
+    .unwrap();
+    funcs::fd_seek(&mut two, &mut g.mem, b, 0, 2, OUT).unwrap();
+    assert_eq!(write(&mut two, &mut g, b, &"2".repeat(1000)), Ok(500));
+    assert_eq!(
+        write(&mut one, &mut g, a, "1"),
+        Ok(1),
+        "overwrites within the file"
+    );
+    drop(one);
+    drop(two);
+    assert_eq!(quota.used(), 2 * ENTRY_BYTES + 5000);
+    // Truncating and renaming over a file give its bytes back.
+    let mut three = sharing(dir.path(), &quota);
+    open(&mut three, &mut g, 3, "shared", oflags::TRUNC, RW).unwrap();
+    assert_eq!(quota.used(), 2 * ENTRY_BYTES + 3000);
+    let (o, ol) = g.s("old");
+    let (s, sl) = g.s("shared");
+    funcs::path_rename(&mut three, &mut g.mem, 3, s, sl, 3, o, ol).unwrap();
+    assert_eq!(quota.used(), ENTRY_BYTES);
+}
