@@ -71,6 +71,27 @@ pub fn check_tables(wasm: &[u8], origin: &str, max_memory_pages: u32) -> Result<
     Ok(())
 }
 
+/// Refuses a module with a start function, for HTTP mode: there every request instantiates the
+/// module afresh, and WasmEdge runs the start function inside instantiation, where no time
+/// limit reaches (its timeout covers calls only). One that loops would hold a slot for ever.
+/// Toolchains for WASI emit none (`_start` and `_initialize` are exports, not the start
+/// function); command mode keeps accepting them, under its process watchdog.
+pub fn check_no_start_function(wasm: &[u8], origin: &str) -> Result<(), LoadError> {
+    for payload in Parser::new(0).parse_all(wasm) {
+        match payload {
+            Ok(Payload::StartSection { func, .. }) => {
+                return Err(LoadError(format!(
+                    "{origin}: the module has a start function (function {func}); HTTP mode runs it at every request's instantiation, outside the request's time limit, so it is refused: move that code into _start or the handler, or run the module in command mode"
+                )))
+            }
+            // Sections come in order: past the code section there is no start section.
+            Ok(Payload::CodeSectionStart { .. }) | Err(_) => return Ok(()),
+            Ok(_) => {}
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -133,6 +154,25 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("(maximum 100000000)"), "{e}");
+    }
+
+    #[test]
+    fn http_mode_refuses_a_start_function() {
+        let e = check_no_start_function(
+            &wasm("(module (func $spin (loop (br 0))) (start $spin))"),
+            "/app/s.wasm",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with(
+                "failed to load module: /app/s.wasm: the module has a start function (function 0)"
+            ),
+            "{e}"
+        );
+        assert!(e.contains("outside the request's time limit"), "{e}");
+        let commands = "(module (func (export \"_start\")) (func (export \"_initialize\")))";
+        assert!(check_no_start_function(&wasm(commands), "m").is_ok());
     }
 
     #[test]

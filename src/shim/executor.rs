@@ -96,6 +96,7 @@ fn run(launch: &WasmLaunch) -> i32 {
             return report_failure(&message, exit_code::BAD_POLICY);
         }
     };
+    run.disk = disk_quota(&run.preopens, run.max_disk_bytes);
     let module = match launch.module.load() {
         Ok(module) => module,
         Err(e) => {
@@ -181,6 +182,34 @@ fn bind_preopens(preopens: Vec<Preopen>) -> Result<Vec<Preopen>, String> {
         }
     }
     Ok(bound)
+}
+
+/// The quota of the read-write preopens, counted from what they hold now (before the module
+/// runs). A start over the quota is allowed, so a module can clean up; it is said on stderr.
+fn disk_quota(preopens: &[Preopen], limit: u64) -> Option<wasi::DiskQuota> {
+    use std::os::fd::AsFd;
+    let dirs: Vec<_> = preopens
+        .iter()
+        .filter(|p| !p.readonly)
+        .filter_map(|p| p.bound.as_ref().map(|b| b.as_fd()))
+        .collect();
+    if dirs.is_empty() {
+        return None;
+    }
+    let (quota, usage) = wasi::DiskQuota::measure(limit, &dirs);
+    if !usage.complete {
+        eprintln!(
+            "warning: disk quota: could not count all of the read-write directories ({} names, {} bytes counted); the quota applies to what was counted plus what the module adds",
+            usage.entries, usage.bytes
+        );
+    }
+    if usage.bytes > limit {
+        eprintln!(
+            "warning: disk quota: the read-write directories hold {} bytes, more than max_disk_bytes {limit}; writes that add bytes fail (EDQUOT) until the module removes files; raise wasmedge.io/max-disk-bytes",
+            usage.bytes
+        );
+    }
+    Some(quota)
 }
 
 /// Command mode: one run of the entry function; its exit code is the container's.

@@ -115,18 +115,25 @@ pub fn prepare(bundle: &Path, spec: &Spec, layers: Vec<OciModule>) -> Launch {
             node.config.compile_budget(),
         )
     };
-    let pages = policy.max_memory_pages;
+    // What a module declares, checked before anything is compiled or instantiated.
+    let check_declared = |bytes: &[u8], origin: &str| {
+        declared::check_tables(bytes, origin, policy.max_memory_pages)?;
+        match mode {
+            Mode::Http(_) => declared::check_no_start_function(bytes, origin),
+            Mode::Command => Ok(()),
+        }
+    };
     let module = match (layers.as_slice(), file) {
         ([layer], _) => {
             let origin = format!("OCI layer {}", layer.digest);
-            declared::check_tables(&layer.bytes, &origin, pages).and_then(|()| {
+            check_declared(&layer.bytes, &origin).and_then(|()| {
                 engine::prepare_module(&layer.bytes, &origin, None, node_cache(), trust, compile)
             })
         }
         ([], Some(mut file)) => match file.read_all(node.config.max_module_bytes) {
             Ok(bytes) => {
                 let origin = file.path.display().to_string();
-                declared::check_tables(&bytes, &origin, pages).and_then(|()| {
+                check_declared(&bytes, &origin).and_then(|()| {
                     engine::prepare_module(
                         &bytes,
                         &origin,
@@ -168,6 +175,8 @@ pub fn prepare(bundle: &Path, spec: &Spec, layers: Vec<OciModule>) -> Launch {
         max_memory_pages: policy.max_memory_pages,
         allowed_hosts: policy.allowed_hosts.clone(),
         max_network_requests: policy.max_network_requests,
+        max_disk_bytes: policy.max_disk_bytes,
+        disk: None,
     };
     Launch::Wasm(Box::new(WasmLaunch {
         module,
