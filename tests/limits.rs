@@ -329,6 +329,30 @@ fn a_huge_table_is_refused_before_it_is_instantiated() {
     c.assert_clean();
 }
 
+#[test]
+fn http_mode_refuses_a_start_function_that_no_time_limit_reaches() {
+    let c = Containerd::start();
+    // A start function that never returns: it would run inside every request's instantiation.
+    let module = wasmedge_sdk::wat2wasm(br#"(module (memory (export "memory") 1) (func $spin (loop (br 0))) (start $spin) (func (export "_start")))"#).unwrap();
+    let path = images().write_file("start-spin.wasm", &module);
+    let image = "localhost/start-spin:test";
+    c.import(None, &images().rootfs(image, &path, &[]), false);
+    let r = c.run(
+        WASMEDGE_RUNTIME,
+        image,
+        &unique("start"),
+        &["--annotation", "wasmedge.io/mode=http"],
+        &["/app/start-spin.wasm"],
+    );
+    assert_eq!(r.code, 126, "{} {}", r.stdout, r.stderr);
+    assert!(
+        r.stderr.contains("failed to load module: /app/start-spin.wasm: the module has a start function (function 0); HTTP mode runs it at every request's instantiation, outside the request's time limit"),
+        "{}",
+        r.stderr
+    );
+    c.assert_clean();
+}
+
 /// One function of `instructions` arithmetic steps over 2000 locals: seconds of LLVM time.
 fn slow_to_compile(instructions: u32) -> Vec<u8> {
     fn leb(mut n: u32, out: &mut Vec<u8>) {
@@ -499,5 +523,171 @@ fn http_knobs_are_held_to_the_node_ceiling() {
     );
     assert_eq!(r.code, 78, "{} {}", r.stdout, r.stderr);
     assert!(r.stderr.contains("WasmEdge.io/policy"), "{}", r.stderr);
+    c.assert_clean();
+}
+
+/// The hostile module with a read-write /app/cache that already holds 256 KiB.
+fn with_a_cache_dir(c: &Containerd) -> &'static str {
+    const IMAGE: &str = "localhost/hostile-disk:test";
+    let archive = common::image::build(
+        &images().dir,
+        IMAGE,
+        &[
+            common::image::Entry::File {
+                path: HOSTILE_MODULE,
+                bytes: std::fs::read(wasm("hostile")).unwrap(),
+                mode: 0o644,
+            },
+            common::image::Entry::Dir("/app/cache"),
+            common::image::Entry::File {
+                path: "/app/cache/old",
+                bytes: vec![0; 256 << 10],
+                mode: 0o644,
+            },
+        ],
+        &[HOSTILE_MODULE],
+    );
+    c.import(None, &archive, false);
+    IMAGE
+}
+
+const CACHE_RW: &str = "wasmedge.io/allowed-dirs=/app/cache:/cache:rw";
+const ONE_MIB_OF_DISK: &str = "wasmedge.io/max-disk-bytes=1048576";
+const DQUOT: &str = "Quota exceeded (os error 19)";
+
+#[test]
+fn the_read_write_dirs_hold_at_most_their_quota() {
+    let c = Containerd::start_with(Options::default());
+    let image = with_a_cache_dir(&c);
+    let flags = [
+        "--annotation",
+        "wasmedge.io/policy=edge-moderate",
+        "--annotation",
+        CACHE_RW,
+        "--annotation",
+        ONE_MIB_OF_DISK,
+    ];
+
+    // Appending until refused: the quota less what the dir held (256 KiB and a name) and the
+    // new file's name, then EDQUOT, reported with the field and the fix.
+    let r = c.run(
+        WASMEDGE_RUNTIME,
+        image,
+        &unique("fill"),
+        &flags,
+        &[HOSTILE_MODULE, "fill", "/cache/f"],
+    );
+    let expected = (1 << 20) - (256 << 10) - 2 * 4096;
+    assert_eq!(r.code, 0, "{} {}", r.stdout, r.stderr);
+    assert!(
+        r.stdout
+            .contains(&format!("wrote {expected} bytes, then: {DQUOT}")),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stderr.contains("disk quota exceeded: /cache/f (max_disk_bytes 1048576); raise wasmedge.io/max-disk-bytes"),
+        "{}",
+        r.stderr
+    );
+    eprintln!(
+        "measured: appending to a read-write dir under a 1 MiB quota: {}",
+        r.stdout.trim()
+    );
+
+    // The issue's fd_allocate of 256 MiB, a 1 TiB sparse size, and files kept open after
+    // their names are gone (the bytes stay counted: one 512 KiB round fits, not two).
+    let r = c.run(
+        WASMEDGE_RUNTIME,
+        image,
+        &unique("tricks"),
+        &flags,
+        &[HOSTILE_MODULE, "disk-tricks", "/cache"],
+    );
+    assert_eq!(r.code, 0, "{} {}", r.stdout, r.stderr);
+    for said in [
+        "fd_allocate 256 MiB: errno 19".to_string(),
+        format!("set_len 1 TiB: {DQUOT}"),
+        format!("unlinked-but-open: 1 rounds, then: {DQUOT}"),
+    ] {
+        assert!(r.stdout.contains(&said), "missing {said:?} in {}", r.stdout);
+    }
+    eprintln!(
+        "measured: disk tricks under a 1 MiB quota: {}",
+        r.stdout.trim()
+    );
+
+    // Above the node ceiling (64 MiB unless the admin says otherwise): refused before start.
+    let r = c.run(
+        WASMEDGE_RUNTIME,
+        image,
+        &unique("ceiling"),
+        &[
+            "--annotation",
+            CACHE_RW,
+            "--annotation",
+            "wasmedge.io/policy=edge-moderate",
+            "--annotation",
+            "wasmedge.io/max-disk-bytes=134217728",
+        ],
+        &[HOSTILE_MODULE, "fill", "/cache/f"],
+    );
+    assert_eq!(r.code, 78, "{} {}", r.stdout, r.stderr);
+    assert!(
+        r.stderr.contains(
+            "wasmedge.io/max-disk-bytes=\"134217728\": above the node ceiling of 67108864 bytes"
+        ),
+        "{}",
+        r.stderr
+    );
+    c.assert_clean();
+}
+
+#[test]
+fn http_instances_share_their_container_s_disk_quota() {
+    let c = Containerd::start_with(Options::default());
+    let image = with_a_cache_dir(&c);
+    let f = c.start_http(
+        image,
+        &unique("disk"),
+        &[
+            "wasmedge.io/policy=edge-moderate",
+            CACHE_RW,
+            ONE_MIB_OF_DISK,
+        ],
+        &[HOSTILE_MODULE, "serve"],
+    );
+    f.wait_ready(Duration::from_secs(120))
+        .unwrap_or_else(|seen| panic!("never ready (saw {seen:?}); log:\n{}", c.log_text()));
+    // Each request is a fresh instance; the second finds the room the first left: none.
+    let first = f.get("/fill?path=/cache/a");
+    assert_eq!(first.status, 200, "{}", first.body);
+    let expected = (1 << 20) - (256 << 10) - 2 * 4096;
+    assert!(
+        first.json()["fill"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with(&format!("wrote {expected} bytes, then: {DQUOT}")),
+        "{}",
+        first.body
+    );
+    let second = f.get("/fill?path=/cache/b");
+    assert_eq!(second.status, 200, "{}", second.body);
+    assert!(
+        second.json()["fill"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with(&format!("wrote 0 bytes, then: {DQUOT}")),
+        "{}",
+        second.body
+    );
+    let metrics = f.get("/metrics");
+    assert!(
+        metrics.body.contains("field=\"max_disk_bytes\"} 2"),
+        "{}",
+        metrics.body
+    );
+    still_serves(&f);
+    c.stop_task(&f.id, "SIGTERM", Duration::from_secs(30));
     c.assert_clean();
 }

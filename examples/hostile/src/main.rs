@@ -46,6 +46,68 @@ fn flood_stdout(mib: usize) {
     let _ = out.flush();
 }
 
+#[link(wasm_import_module = "wasi_snapshot_preview1")]
+extern "C" {
+    /// WASI's own; std has no way to call it.
+    fn fd_allocate(fd: i32, offset: i64, len: i64) -> i32;
+}
+
+/// Appends 64 KiB blocks to `path` until a write fails; says how far it got and why.
+fn fill_disk(path: &str) -> String {
+    let mut file = match std::fs::OpenOptions::new().create(true).append(true).open(path) {
+        Ok(f) => f,
+        Err(e) => return format!("wrote 0 bytes, then: {e}"),
+    };
+    let block = vec![b'd'; 64 * 1024];
+    let mut total = 0u64;
+    loop {
+        match file.write(&block) {
+            Ok(0) => return format!("wrote {total} bytes, then: a write of 0 bytes"),
+            Ok(n) => total += n as u64,
+            Err(e) => return format!("wrote {total} bytes, then: {e}"),
+        }
+    }
+}
+
+/// The attacks on the quota beside plain writes: reserve blocks, a sparse size, and
+/// files kept open after their name is gone (each round: write 512 KiB, keep it open, unlink).
+fn disk_tricks(dir: &str) -> String {
+    use std::os::fd::AsRawFd;
+    let mut said = Vec::new();
+    let path = format!("{dir}/reserve");
+    match std::fs::File::create(&path) {
+        Ok(f) => {
+            // SAFETY: a WASI call on a descriptor we own.
+            let e = unsafe { fd_allocate(f.as_raw_fd(), 0, 256 << 20) };
+            said.push(format!("fd_allocate 256 MiB: errno {e}"));
+            match f.set_len(1 << 40) {
+                Ok(()) => said.push("set_len 1 TiB: ok".to_string()),
+                Err(e) => said.push(format!("set_len 1 TiB: {e}")),
+            }
+        }
+        Err(e) => said.push(format!("create {path}: {e}")),
+    }
+    let _ = std::fs::remove_file(&path);
+    let mut kept = Vec::new();
+    let block = vec![b'k'; 512 * 1024];
+    for round in 0..8 {
+        let path = format!("{dir}/kept-{round}");
+        let outcome = std::fs::File::create(&path).and_then(|mut f| {
+            f.write_all(&block)?;
+            std::fs::remove_file(&path)?;
+            Ok(f)
+        });
+        match outcome {
+            Ok(f) => kept.push(f),
+            Err(e) => {
+                said.push(format!("unlinked-but-open: {} rounds, then: {e}", round));
+                break;
+            }
+        }
+    }
+    said.join("; ")
+}
+
 /// Marks left in the instance by a request; a fresh instance shows none of them.
 static mut CALLS: u32 = 0;
 static mut SCRATCH: [u8; 4096] = [0; 4096];
@@ -103,6 +165,7 @@ fn serve(req: edge_sdk::EdgeRequest) -> edge_sdk::EdgeResponse {
             Ok(text) => EdgeResponse::json(200, &serde_json::json!({ "text": text })),
             Err(e) => EdgeResponse::error(403, &format!("read {}: {e}", q("path"))),
         },
+        "/fill" => EdgeResponse::json(200, &serde_json::json!({ "fill": fill_disk(&q("path")) })),
         "/fetch" => match http("GET", &q("url")) {
             Ok(body) => EdgeResponse::json(200, &serde_json::json!({ "fetched": body })),
             Err(code) => EdgeResponse::error(502, &format!("fetch failed: {code}")),
@@ -198,12 +261,20 @@ fn main() {
             println!("depth {}", deep(0));
             0
         }
+        "fill" => {
+            println!("{}", fill_disk(&arg(2)));
+            0
+        }
+        "disk-tricks" => {
+            println!("{}", disk_tricks(&arg(2)));
+            0
+        }
         "serve" => {
             edge_sdk::serve(serve);
             0
         }
         _ => {
-            eprintln!("usage: hostile membomb|spin|sleep MS|recurse|read PATH|write PATH TEXT|env|fetch URL|flood URL N|serve");
+            eprintln!("usage: hostile membomb|spin|sleep MS|recurse|fill PATH|disk-tricks DIR|read PATH|write PATH TEXT|env|fetch URL|flood URL N|serve");
             64
         }
     };
