@@ -20,7 +20,7 @@ use crate::engine::{self, exit_code, stack, RunSpec};
 use crate::http::{self, Mode, Served};
 
 /// See [`Executor::validate`].
-const INTERMEDIATE_HEAD_START: std::time::Duration = std::time::Duration::from_millis(10);
+const INTERMEDIATE_HEAD_START: std::time::Duration = std::time::Duration::from_millis(20);
 
 #[derive(Clone)]
 pub struct Executor(pub Arc<Launch>);
@@ -41,19 +41,16 @@ impl WorkloadExecutor for Executor {
     }
 
     fn validate(&self, spec: &Spec) -> Result<(), ExecutorValidationError> {
+        // youki 0.6 races here: right after `validate` the init process reports InitReady on
+        // the channel where the intermediate process still has to report IntermediateReady,
+        // and the main process fails the create ("received unexpected message: InitReady,
+        // expected: IntermediateReady(0)") if the intermediate was descheduled in between.
+        // Seen on loaded nodes, for wasm containers and pod sandboxes (native) alike; give the
+        // intermediate a head start in both.
+        std::thread::sleep(INTERMEDIATE_HEAD_START);
         match &*self.0 {
             Launch::Native => DefaultExecutor {}.validate(spec),
-            _ => {
-                // youki 0.6 races here: right after `validate` the init process reports
-                // InitReady on the channel where the intermediate process still has to report
-                // IntermediateReady, and the main process fails the create ("received
-                // unexpected message: InitReady, expected: IntermediateReady(0)") if the
-                // intermediate was descheduled. Seen once on a loaded node when this check
-                // took no time (the library's took a few file lookups); give the intermediate
-                // the head start.
-                std::thread::sleep(INTERMEDIATE_HEAD_START);
-                Ok(())
-            }
+            _ => Ok(()),
         }
     }
 
