@@ -213,6 +213,45 @@ pub mod rights {
     pub const SOCK_ACCEPT: u64 = 1 << 29;
     pub const ALL: u64 = (1 << 30) - 1;
 
+    /// What a directory descriptor may hold (preopens have all of it): the calls beneath it and
+    /// its own metadata; no seeking, reading or sizing of the directory itself.
+    pub const DIR_BASE: u64 = PATH_CREATE_DIRECTORY
+        | PATH_CREATE_FILE
+        | PATH_LINK_SOURCE
+        | PATH_LINK_TARGET
+        | PATH_OPEN
+        | FD_READDIR
+        | PATH_READLINK
+        | PATH_RENAME_SOURCE
+        | PATH_RENAME_TARGET
+        | PATH_SYMLINK
+        | PATH_REMOVE_DIRECTORY
+        | PATH_UNLINK_FILE
+        | PATH_FILESTAT_GET
+        | PATH_FILESTAT_SET_SIZE
+        | PATH_FILESTAT_SET_TIMES
+        | FD_FILESTAT_GET
+        | FD_FILESTAT_SET_TIMES
+        | FD_FDSTAT_SET_FLAGS
+        | FD_SYNC
+        | FD_DATASYNC;
+    /// What a regular file's descriptor may hold.
+    pub const FILE_BASE: u64 = FD_DATASYNC
+        | FD_READ
+        | FD_SEEK
+        | FD_FDSTAT_SET_FLAGS
+        | FD_SYNC
+        | FD_TELL
+        | FD_WRITE
+        | FD_ADVISE
+        | FD_ALLOCATE
+        | FD_FILESTAT_GET
+        | FD_FILESTAT_SET_SIZE
+        | FD_FILESTAT_SET_TIMES
+        | POLL_FD_READWRITE;
+    /// What a preopen passes on to what is opened beneath it.
+    pub const DIR_INHERITING: u64 = DIR_BASE | FILE_BASE;
+
     /// Rights whose presence on `path_open` means the file is opened for writing.
     pub const WRITE: u64 = FD_WRITE | FD_ALLOCATE | FD_FILESTAT_SET_SIZE;
     /// Rights whose presence means the file is opened for reading.

@@ -37,6 +37,14 @@ impl Param for i64 {
     }
 }
 
+/// `CSW_WASI_TRACE` set in the process's environment: every call and its errno on stderr, for
+/// debugging conformance. In a container that is the container's own environment and stderr:
+/// a pod may trace its own module, nothing more.
+fn tracing_calls() -> bool {
+    static TRACE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *TRACE.get_or_init(|| std::env::var_os("CSW_WASI_TRACE").is_some())
+}
+
 macro_rules! wasi_functions {
     ($( $name:ident ( $( $arg:ident : $ty:ident ),* ); )*) => {
         mod wrappers {
@@ -55,6 +63,10 @@ macro_rules! wasi_functions {
                         Ok(()) => errno::SUCCESS,
                         Err(e) => e,
                     };
+                    if tracing_calls() {
+                        let shown: Vec<String> = vec![$( format!("{:?}", $arg) ),*];
+                        eprintln!("wasi {}({}) = {e}", stringify!($name), shown.join(", "));
+                    }
                     // The time limit holds in host calls too: a call that waited (or ran) up
                     // to the deadline ends here, as the timer ends the guest's own code.
                     if ctx.deadline_passed() {
@@ -246,6 +258,7 @@ pub(super) fn fd_advise(
     len: u64,
     advice: u32,
 ) -> R {
+    ctx.require(fd, rights::FD_ADVISE)?;
     let f = file_fd(ctx.entry(fd)?)?;
     let advice = match advice {
         0 => libc::POSIX_FADV_NORMAL,
@@ -264,6 +277,7 @@ pub(super) fn fd_advise(
 }
 
 pub(super) fn fd_allocate(ctx: &mut WasiCtx, _mem: &mut Mem, fd: u32, offset: u64, len: u64) -> R {
+    ctx.require(fd, rights::FD_ALLOCATE)?;
     check_writable(ctx, fd)?;
     file_fd(ctx.entry(fd)?)?;
     if offset > i64::MAX as u64 || len > i64::MAX as u64 {
@@ -316,10 +330,12 @@ pub(super) fn sync(ctx: &mut WasiCtx, fd: u32, data_only: bool) -> R {
 }
 
 pub(super) fn fd_datasync(ctx: &mut WasiCtx, _mem: &mut Mem, fd: u32) -> R {
+    ctx.require(fd, rights::FD_DATASYNC)?;
     sync(ctx, fd, true)
 }
 
 pub(super) fn fd_sync(ctx: &mut WasiCtx, _mem: &mut Mem, fd: u32) -> R {
+    ctx.require(fd, rights::FD_SYNC)?;
     sync(ctx, fd, false)
 }
 
@@ -398,6 +414,7 @@ pub(super) fn fd_fdstat_get(ctx: &mut WasiCtx, mem: &mut Mem, fd: u32, out: u32)
 }
 
 pub(super) fn fd_fdstat_set_flags(ctx: &mut WasiCtx, _mem: &mut Mem, fd: u32, flags: u32) -> R {
+    ctx.require(fd, rights::FD_FDSTAT_SET_FLAGS)?;
     let flags = u16::try_from(flags).map_err(|_| errno::INVAL)?;
     if flags & fdflags::APPEND != 0 {
         check_writable(ctx, fd)?;
@@ -445,6 +462,7 @@ pub(super) fn fd_fdstat_set_rights(
 }
 
 pub(super) fn fd_filestat_get(ctx: &mut WasiCtx, mem: &mut Mem, fd: u32, out: u32) -> R {
+    ctx.require(fd, rights::FD_FILESTAT_GET)?;
     mem.check(out, abi::FILESTAT_SIZE)?;
     let e = ctx.entry(fd)?;
     let b = match &e.kind {
@@ -462,6 +480,7 @@ pub(super) fn fd_filestat_get(ctx: &mut WasiCtx, mem: &mut Mem, fd: u32, out: u3
 }
 
 pub(super) fn fd_filestat_set_size(ctx: &mut WasiCtx, _mem: &mut Mem, fd: u32, size: u64) -> R {
+    ctx.require(fd, rights::FD_FILESTAT_SET_SIZE)?;
     check_writable(ctx, fd)?;
     let new_size = i64::try_from(size).map_err(|_| errno::INVAL)?;
     ctx.resize_file(fd, |f, room| {
@@ -481,6 +500,7 @@ pub(super) fn fd_filestat_set_times(
     mtim: u64,
     fst: u32,
 ) -> R {
+    ctx.require(fd, rights::FD_FILESTAT_SET_TIMES)?;
     if matches!(ctx.entry(fd)?.kind, Kind::Root) {
         return Err(ctx.deny("/".to_string()));
     }
@@ -537,7 +557,14 @@ pub(super) fn fd_seek(
     out: u32,
 ) -> R {
     mem.check(out, 8)?;
-    let f = match file_fd(ctx.entry(fd)?) {
+    // Asking where the offset is needs only the right to tell.
+    let asks_only = offset == 0 && u8::try_from(wh) == Ok(whence::CUR);
+    let needed = if asks_only {
+        rights::FD_TELL
+    } else {
+        rights::FD_SEEK
+    };
+    let f = match file_fd(ctx.require(fd, needed)?) {
         Err(errno::ISDIR) => return Err(errno::BADF),
         r => r?,
     };
@@ -556,6 +583,7 @@ pub(super) fn fd_seek(
 }
 
 pub(super) fn fd_tell(ctx: &mut WasiCtx, mem: &mut Mem, fd: u32, out: u32) -> R {
+    ctx.require(fd, rights::FD_TELL)?;
     fd_seek(ctx, mem, fd, 0, whence::CUR as u32, out)
 }
 
@@ -569,6 +597,7 @@ pub(super) fn fd_read(
     iovs_len: u32,
     nread: u32,
 ) -> R {
+    ctx.require(fd, rights::FD_READ)?;
     mem.check(nread, 4)?;
     let iov = mem.iovecs(iovs, iovs_len)?;
     let e = ctx.entry(fd)?;
@@ -613,6 +642,7 @@ pub(super) fn fd_write(
     iovs_len: u32,
     nwritten: u32,
 ) -> R {
+    ctx.require(fd, rights::FD_WRITE)?;
     mem.check(nwritten, 4)?;
     let iov = mem.iovecs(iovs, iovs_len)?;
     let e = ctx.entry(fd)?;
@@ -674,6 +704,7 @@ pub(super) fn fd_pread(
     offset: u64,
     nread: u32,
 ) -> R {
+    ctx.require(fd, rights::FD_READ | rights::FD_SEEK)?;
     mem.check(nread, 4)?;
     let iov = mem.iovecs(iovs, iovs_len)?;
     let f = file_fd(ctx.entry(fd)?)?;
@@ -692,6 +723,7 @@ pub(super) fn fd_pwrite(
     offset: u64,
     nwritten: u32,
 ) -> R {
+    ctx.require(fd, rights::FD_WRITE | rights::FD_SEEK)?;
     mem.check(nwritten, 4)?;
     let iov = mem.iovecs(iovs, iovs_len)?;
     file_fd(ctx.entry(fd)?)?;
@@ -813,6 +845,7 @@ pub(super) fn fd_readdir(
     cookie: u64,
     bufused: u32,
 ) -> R {
+    ctx.require(fd, rights::FD_READDIR)?;
     mem.check(buf, buf_len)?;
     mem.check(bufused, 4)?;
     let dirfd = match &ctx.entry(fd)?.kind {
@@ -912,11 +945,21 @@ pub(super) fn path_open(
     ctx.check_fd_quota()?;
     let oflags = oflags as u16;
     let fdflags = fdflags as u16;
+    let mut needed = rights::PATH_OPEN;
+    if oflags & oflags::CREAT != 0 {
+        needed |= rights::PATH_CREATE_FILE;
+    }
+    if oflags & oflags::TRUNC != 0 {
+        needed |= rights::PATH_FILESTAT_SET_SIZE;
+    }
+    let parent_inheriting = ctx.require(fd, needed)?.inheriting;
+    // What the new descriptor may get: what was asked for, within what its directory passes on.
+    let base = base & parent_inheriting;
+    let inheriting = inheriting & parent_inheriting;
     let wants_write = oflags & (oflags::CREAT | oflags::TRUNC | oflags::EXCL) != 0
         || base & rights::WRITE != 0
         || fdflags & fdflags::APPEND != 0;
     let (dirfd, guest, readonly) = ctx.dir_for(fd, rel, wants_write)?;
-    let parent_inheriting = ctx.entry(fd)?.inheriting;
 
     let read = base & rights::READ != 0;
     let write = base & rights::WRITE != 0;
@@ -999,6 +1042,11 @@ pub(super) fn path_open(
             (file, st, held)
         }
     };
+    if st.st_mode & libc::S_IFMT == libc::S_IFLNK {
+        // Reached only without LOOKUP_SYMLINK_FOLLOW, where O_PATH opens the link itself:
+        // WASI, like open(2) with O_NOFOLLOW, says ELOOP.
+        return Err(errno::LOOP);
+    }
     let is_dir = st.st_mode & libc::S_IFMT == libc::S_IFDIR;
     let entry = Entry {
         kind: if is_dir {
@@ -1009,8 +1057,14 @@ pub(super) fn path_open(
         guest,
         preopen: false,
         readonly,
-        base: base & parent_inheriting,
-        inheriting: inheriting & parent_inheriting,
+        // A directory's descriptor holds directory rights only, a file's file rights only.
+        base: base
+            & if is_dir {
+                rights::DIR_BASE
+            } else {
+                rights::FILE_BASE
+            },
+        inheriting,
         flags: if is_dir { fdflags } else { 0 },
         held,
     };
@@ -1029,6 +1083,7 @@ pub(super) fn path_create_directory(
     path: u32,
     path_len: u32,
 ) -> R {
+    ctx.require(fd, rights::PATH_CREATE_DIRECTORY)?;
     let rel = mem.read_str(path, path_len)?;
     let p = ctx.parent_of(fd, rel, true)?;
     let name = sys::cstr(&p.last)?;
@@ -1048,6 +1103,7 @@ pub(super) fn path_filestat_get(
     path_len: u32,
     out: u32,
 ) -> R {
+    ctx.require(fd, rights::PATH_FILESTAT_GET)?;
     let rel = mem.read_str(path, path_len)?;
     mem.check(out, abi::FILESTAT_SIZE)?;
     let (dirfd, guest, _) = ctx.dir_for(fd, rel, false)?;
@@ -1071,6 +1127,7 @@ pub(super) fn path_filestat_set_times(
     mtim: u64,
     fst: u32,
 ) -> R {
+    ctx.require(fd, rights::PATH_FILESTAT_SET_TIMES)?;
     let rel = mem.read_str(path, path_len)?;
     let ts = sys::utime_specs(atim, mtim, fst as u16)?;
     if flags & abi::LOOKUP_SYMLINK_FOLLOW != 0 {
@@ -1106,10 +1163,13 @@ pub(super) fn path_link(
 ) -> R {
     let old_rel = mem.read_str(old_path, old_len)?;
     let new_rel = mem.read_str(new_path, new_len)?;
+    ctx.require(old_fd, rights::PATH_LINK_SOURCE)?;
+    ctx.require(new_fd, rights::PATH_LINK_TARGET)?;
     // A link to a file beneath a read-only preopen would make it writable elsewhere: both sides
     // count as writes.
     let to = ctx.parent_of(new_fd, new_rel, true)?;
-    let to_name = sys::cstr(&to.last)?;
+    // With its trailing slash: the kernel's rules for one are the ones WASI expects.
+    let to_name = sys::cstr(&to.as_given())?;
     let to_guest = ctx.guest_of(new_fd, new_rel)?;
     if old_flags & abi::LOOKUP_SYMLINK_FOLLOW != 0 {
         let (dirfd, guest, _) = ctx.dir_for(old_fd, old_rel, true)?;
@@ -1130,7 +1190,7 @@ pub(super) fn path_link(
         })
     } else {
         let from = ctx.parent_of(old_fd, old_rel, true)?;
-        let from_name = sys::cstr(&from.last)?;
+        let from_name = sys::cstr(&from.as_given())?;
         ctx.add_name(&to_guest, || {
             // SAFETY: valid C strings.
             sys::cvt(unsafe {
@@ -1157,6 +1217,7 @@ pub(super) fn path_readlink(
     buf_len: u32,
     bufused: u32,
 ) -> R {
+    ctx.require(fd, rights::PATH_READLINK)?;
     let rel = mem.read_str(path, path_len)?;
     mem.check(bufused, 4)?;
     let p = ctx.parent_of(fd, rel, false)?;
@@ -1181,6 +1242,7 @@ pub(super) fn path_remove_directory(
     path: u32,
     path_len: u32,
 ) -> R {
+    ctx.require(fd, rights::PATH_REMOVE_DIRECTORY)?;
     let rel = mem.read_str(path, path_len)?;
     let p = ctx.parent_of(fd, rel, true)?;
     let name = sys::cstr(&p.last)?;
@@ -1198,6 +1260,7 @@ pub(super) fn path_unlink_file(
     path: u32,
     path_len: u32,
 ) -> R {
+    ctx.require(fd, rights::PATH_UNLINK_FILE)?;
     let rel = mem.read_str(path, path_len)?;
     let p = ctx.parent_of(fd, rel, true)?;
     if p.trailing_slash {
@@ -1228,6 +1291,8 @@ pub(super) fn path_rename(
 ) -> R {
     let old_rel = mem.read_str(old_path, old_len)?;
     let new_rel = mem.read_str(new_path, new_len)?;
+    ctx.require(fd, rights::PATH_RENAME_SOURCE)?;
+    ctx.require(new_fd, rights::PATH_RENAME_TARGET)?;
     let from = ctx.parent_of(fd, old_rel, true)?;
     let to = ctx.parent_of(new_fd, new_rel, true)?;
     let from_name = sys::cstr(&from.last)?;
@@ -1271,10 +1336,17 @@ pub(super) fn path_symlink(
     new_path: u32,
     new_len: u32,
 ) -> R {
-    let target = sys::cstr(mem.read_str(old_path, old_len)?)?;
+    ctx.require(fd, rights::PATH_SYMLINK)?;
+    let target_text = mem.read_str(old_path, old_len)?;
+    let target = sys::cstr(target_text)?;
     let new_rel = mem.read_str(new_path, new_len)?;
     let p = ctx.parent_of(fd, new_rel, true)?;
-    let name = sys::cstr(&p.last)?;
+    if target_text.starts_with('/') {
+        // It could only ever point out of the directory (lookups refuse to follow it).
+        let guest = ctx.guest_of(fd, new_rel)?;
+        return Err(ctx.deny(guest));
+    }
+    let name = sys::cstr(&p.as_given())?;
     let guest = ctx.guest_of(fd, new_rel)?;
     // The target is stored as given; following it later is confined like any other lookup.
     ctx.add_name(&guest, || {
@@ -1565,9 +1637,13 @@ pub(super) fn poll_oneoff(
 
 // ---------------------------------------------------------------- sockets (none are ever open)
 
+/// No descriptor of an instance is a socket. The virtual root is no host descriptor at all:
+/// EBADF, as for a number that is not open (what a module without preopens expects of fd 3).
 pub(super) fn not_a_socket(ctx: &WasiCtx, fd: u32) -> R {
-    ctx.entry(fd)?;
-    Err(errno::NOTSOCK)
+    match ctx.entry(fd)?.kind {
+        Kind::Root => Err(errno::BADF),
+        _ => Err(errno::NOTSOCK),
+    }
 }
 
 pub(super) fn sock_accept(ctx: &mut WasiCtx, _mem: &mut Mem, fd: u32, _flags: u32, _out: u32) -> R {

@@ -30,6 +30,8 @@ mod quota;
 mod sys;
 
 #[cfg(test)]
+mod conformance;
+#[cfg(test)]
 mod tests;
 
 use std::collections::HashMap;
@@ -315,8 +317,8 @@ impl WasiCtx {
                 guest,
                 preopen: true,
                 readonly: p.readonly,
-                base: rights::ALL,
-                inheriting: rights::ALL,
+                base: rights::DIR_BASE,
+                inheriting: rights::DIR_INHERITING,
                 flags: 0,
                 held: None,
             }));
@@ -327,8 +329,8 @@ impl WasiCtx {
                 guest: "/".to_string(),
                 preopen: true,
                 readonly: true,
-                base: rights::ALL,
-                inheriting: rights::ALL,
+                base: rights::DIR_BASE,
+                inheriting: rights::DIR_INHERITING,
                 flags: 0,
                 held: None,
             }));
@@ -425,10 +427,11 @@ impl WasiCtx {
         self.violations.push(v);
     }
 
-    /// Access outside the allowed directories: EACCES.
+    /// Access outside the allowed directories: ENOTCAPABLE, as WASI runtimes answer a path that
+    /// leaves its directory (the host may have the file; this instance has no capability for it).
     fn deny(&mut self, guest_path: String) -> Errno {
         self.record(format!("permission denied: {guest_path}"));
-        errno::ACCES
+        errno::NOTCAPABLE
     }
 
     /// Guest path of `rel` beneath the directory `fd`, for reports.
@@ -531,6 +534,18 @@ impl WasiCtx {
             .get(fd as usize)
             .and_then(Option::as_ref)
             .ok_or(errno::BADF)
+    }
+
+    /// The entry of `fd` if it holds every right of `needed` (NOTCAPABLE otherwise). Standard
+    /// streams are checked by their calls (their direction is what matters).
+    fn require(&self, fd: u32, needed: u64) -> Result<&Entry, Errno> {
+        let e = self.entry(fd)?;
+        match e.kind {
+            Kind::File(_) | Kind::Dir(_) | Kind::Root if e.base & needed != needed => {
+                Err(errno::NOTCAPABLE)
+            }
+            _ => Ok(e),
+        }
     }
 
     fn entry_mut(&mut self, fd: u32) -> Result<&mut Entry, Errno> {
@@ -670,6 +685,17 @@ struct Resolved {
     dir: DirFd,
     last: String,
     trailing_slash: bool,
+}
+
+impl Resolved {
+    /// The last component as the guest wrote it (with its trailing slash).
+    fn as_given(&self) -> String {
+        if self.trailing_slash {
+            format!("{}/", self.last)
+        } else {
+            self.last.clone()
+        }
+    }
 }
 
 /// Checks and opens the host directory of a preopen; meant for once per container start, before
