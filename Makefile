@@ -5,7 +5,7 @@ WASM_TARGET := wasm32-wasip1
 EXAMPLES := hello edge-function hostile
 PREFIX ?= /usr/local
 
-.PHONY: all setup build wasm images k8s-images test test-node unit-test e2e e2e-canary demo bench bench-k8s native-bench-server soak fuzz install uninstall clean
+.PHONY: all setup build wasm images k8s-images test test-node unit-test wasi-testsuite e2e e2e-canary demo bench bench-k8s native-bench-server soak fuzz install uninstall clean
 
 all: build wasm images
 
@@ -48,7 +48,12 @@ test-node: build wasm images
 	$(CARGO) test --release --lib --bins
 	$(CARGO) test --manifest-path examples/edge-sdk/Cargo.toml
 	$(CARGO) test --manifest-path examples/edge-function/Cargo.toml
-	$(CARGO) test --release --test '*' -- --test-threads=2
+	$(CARGO) test --release --test wasi_testsuite -- --nocapture
+	$(CARGO) test --release --test '*' -- --test-threads=2 --skip the_wasi_testsuite_passes_through_the_shim
+
+# The official WASI testsuite (../shared/wasi-testsuite) through the shim; prints N passed, M failed.
+wasi-testsuite: build
+	$(CARGO) test --release --test wasi_testsuite -- --nocapture
 
 # End to end on a real one-node Kubernetes cluster, made and removed by the run (README, E2E).
 e2e: build wasm images

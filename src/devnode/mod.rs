@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use crate::shim::cleanup::{cgroup_mount_points, collect_dirs};
 
 mod http;
+pub mod wasi_testsuite;
 pub use http::{free_port, request, HttpContainer, Reply};
 
 pub const WASMEDGE_RUNTIME: &str = "io.containerd.wasmedge.v1";
