@@ -26,6 +26,18 @@ pub fn root() -> Result<PathBuf, String> {
     }
 }
 
+/// The suite's tests, or `None` after saying on stderr why they are skipped (the suite is
+/// absent). A suite that is present but unreadable is a failure, not a skip.
+pub fn cases_or_skip() -> Option<Vec<Case>> {
+    match root() {
+        Ok(root) => Some(cases(&root).unwrap_or_else(|e| panic!("{e:#}"))),
+        Err(why) => {
+            eprintln!("SKIPPED, not run: {why}");
+            None
+        }
+    }
+}
+
 /// One test: a module, how to run it and what it must do.
 #[derive(Debug, Clone)]
 pub struct Case {
