@@ -46,7 +46,7 @@ use wasmedge_types::error::{CoreCommonError, CoreError};
 use abi::{errno, rights, Errno};
 use sys::DirFd;
 
-pub use quota::{DiskQuota, Usage as DiskUsage, ENTRY_BYTES};
+pub use quota::{DiskQuota, ENTRY_BYTES};
 
 /// The import module name.
 pub const MODULE_NAME: &str = "wasi_snapshot_preview1";

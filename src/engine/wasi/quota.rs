@@ -16,9 +16,9 @@ use std::collections::{HashMap, HashSet};
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use nix::dir::{Dir, Type};
+use nix::dir::Dir;
 use nix::fcntl::{AtFlags, OFlag};
-use nix::sys::stat::{fstatat, FileStat, Mode, SFlag};
+use nix::sys::stat::{fstatat, Mode, SFlag};
 
 /// What a name costs: about one block of directory and inode space.
 pub const ENTRY_BYTES: u64 = 4096;
@@ -106,7 +106,7 @@ impl DiskQuota {
                 usage.complete = false;
                 continue;
             };
-            if seen.insert(id_of(&st)) {
+            if seen.insert(FileId::of(&st)) {
                 walk(*dir, 0, &mut seen, &mut usage);
             }
         }
@@ -128,13 +128,6 @@ impl DiskQuota {
             // A panic elsewhere leaves plain numbers behind; they are still the best count.
             state: self.0.state.lock().unwrap_or_else(|e| e.into_inner()),
         }
-    }
-}
-
-fn id_of(st: &FileStat) -> FileId {
-    FileId {
-        dev: st.st_dev,
-        ino: st.st_ino,
     }
 }
 
@@ -169,10 +162,10 @@ fn walk(dir: BorrowedFd<'_>, depth: usize, seen: &mut HashSet<FileId>, usage: &m
             continue;
         };
         let kind = SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits());
-        let first = seen.insert(id_of(&st));
+        let first = seen.insert(FileId::of(&st));
         if kind == SFlag::S_IFREG && first {
             usage.bytes = usage.bytes.saturating_add(st.st_size.max(0) as u64);
-        } else if kind == SFlag::S_IFDIR && first && entry.file_type() != Some(Type::Symlink) {
+        } else if kind == SFlag::S_IFDIR && first {
             subdirs.push(name.to_owned());
         }
     }
