@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Idempotent machine setup for building, demoing and testing the shim on Debian 12.
-# WasmEdge 0.14.1 and containerd 1.7 come from Debian trixie, pinned low so that nothing
-# else on the machine is upgraded from trixie.
+# containerd 1.7 comes from Debian trixie, pinned low so that nothing else on the machine is
+# upgraded from trixie. The engine, WasmEdge 0.17.1 with its libraries, is unpacked into a
+# cache by scripts/engine.sh without installing anything; containerd 2.3 is built into a cache
+# by scripts/containerd-build.sh.
 set -euo pipefail
 
 need_root() { [ "$(id -u)" = 0 ] || { echo "setup.sh must run as root (it installs packages)" >&2; exit 1; }; }
@@ -9,9 +11,10 @@ log() { echo "[setup] $*"; }
 
 have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 
-TRIXIE_PKGS=(libwasmedge-dev wasmedge containerd runc)
+TRIXIE_PKGS=(containerd runc)
 # iptables (kube-proxy) and containernetworking-plugins (bridge CNI): the e2e cluster (make e2e).
-BOOKWORM_PKGS=(libclang-dev protobuf-compiler libseccomp-dev pkg-config busybox-static iproute2 wrk jq curl ca-certificates iptables containernetworking-plugins)
+# patchelf: make bundle; debootstrap: the foreign node's root file system (tests/foreign_node.rs).
+BOOKWORM_PKGS=(libclang-dev protobuf-compiler libseccomp-dev pkg-config busybox-static iproute2 wrk jq curl ca-certificates iptables containernetworking-plugins patchelf debootstrap)
 
 missing=()
 for p in "${TRIXIE_PKGS[@]}" "${BOOKWORM_PKGS[@]}"; do have_pkg "$p" || missing+=("$p"); done
@@ -45,6 +48,8 @@ else
   log "apt packages present"
 fi
 
+ENGINE=$(bash "$(dirname "$0")/engine.sh")
+
 if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip1; then
   log "adding rust target wasm32-wasip1"
   rustup target add wasm32-wasip1
@@ -56,4 +61,4 @@ if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet container
   log "note: a system containerd is running; the project never touches it"
 fi
 
-log "wasmedge $(wasmedge --version 2>/dev/null | head -1), containerd $(containerd --version | awk '{print $3}'), runc $(runc --version | head -1 | awk '{print $3}')"
+log "engine: $("$ENGINE/bin/wasmedge" --version | head -1) in $ENGINE; containerd $(containerd --version | awk '{print $3}'), runc $(runc --version | head -1 | awk '{print $3}')"

@@ -388,7 +388,7 @@ fn modules_compiled_ahead_of_time_are_compiled_again_unless_the_node_trusts_imag
     // A universal-wasm file made by `wasmedge compile` (AOT section inside): by default only
     // its bytecode is used, compiled on this node; with trust_image_native_code, as it is.
     let aot = images().dir.join("hello-aot.wasm");
-    let out = std::process::Command::new("wasmedge")
+    let out = std::process::Command::new(common::wasmedge_cli())
         .arg("compile")
         .arg(wasm("hello"))
         .arg(&aot)

@@ -323,7 +323,7 @@ fn embedded_aot_sections_are_ignored() {
     .unwrap();
     let evil_wasm = wasmedge_sdk::wat2wasm(br#"(module (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32))) (memory (export "memory") 1) (func (export "_start") (call $exit (i32.const 42))))"#).unwrap();
     std::fs::write(dir.join("evil.wasm"), &evil_wasm).unwrap();
-    let out = std::process::Command::new("wasmedge")
+    let out = std::process::Command::new(common::wasmedge_cli())
         .arg("compile")
         .arg(dir.join("evil.wasm"))
         .arg(dir.join("evil-aot.wasm"))

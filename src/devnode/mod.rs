@@ -84,6 +84,12 @@ fn install_dropin(dir: &Path) {
     );
 }
 
+/// The `wasmedge` CLI of the engine the shim is built against (scripts/engine.sh), never one
+/// found on PATH: comparisons must use the same engine.
+pub fn wasmedge_cli() -> PathBuf {
+    Path::new(env!("CSW_ENGINE_LIB_DIR")).join("../bin/wasmedge")
+}
+
 pub fn wasm_oci() -> PathBuf {
     package_binary("wasm-oci")
 }

@@ -185,6 +185,13 @@ impl std::fmt::Display for CompileBudget {
     }
 }
 
+/// The loader configuration for machine code: since WasmEdge 0.17 the loader uses a module's
+/// AOT section (or a shared library's code) only in AOT run mode; in the default mode the same
+/// bytes load as bytecode and run in the interpreter, silently.
+pub fn native_loader_config() -> wasmedge_sdk::WasmEdgeResult<wasmedge_sdk::config::Config> {
+    ConfigBuilder::new(CommonConfigOptions::default().run_mode(wasmedge_sdk::RunMode::Aot)).build()
+}
+
 /// Validates `wasm`, then compiles it: an invalid module is reported as such instead of as a
 /// compiler failure.
 pub fn compile_checked(wasm: &[u8], scratch_dir: &Path) -> Result<Vec<u8>, CompileError> {

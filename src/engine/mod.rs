@@ -87,10 +87,13 @@ impl PreparedModule {
     /// The WasmEdge module, in the container.
     pub fn load(&self) -> Result<Module, LoadError> {
         let loaded = match &self.code {
-            ModuleCode::Native(bytes) | ModuleCode::Bytecode(bytes) => {
-                Module::from_bytes(None, bytes)
+            ModuleCode::Native(bytes) => {
+                aot::native_loader_config().and_then(|c| Module::from_bytes(Some(&c), bytes))
             }
-            ModuleCode::SharedLibrary(path) => Module::from_file(None, path),
+            ModuleCode::Bytecode(bytes) => Module::from_bytes(None, bytes),
+            ModuleCode::SharedLibrary(path) => {
+                aot::native_loader_config().and_then(|c| Module::from_file(Some(&c), path))
+            }
         };
         loaded.map_err(|e| LoadError(format!("{}: {e}", self.origin)))
     }

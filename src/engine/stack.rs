@@ -299,7 +299,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let wasm = wasmedge_sdk::wat2wasm(wat.as_bytes()).unwrap();
         let native = crate::engine::aot::compile(&wasm, dir.path()).unwrap();
-        Module::from_bytes(None, native).unwrap()
+        let config = crate::engine::aot::native_loader_config().unwrap();
+        Module::from_bytes(Some(&config), native).unwrap()
     }
 
     /// `f(x) = f(x + 1) - x`, the recursion of the issue, and an out-of-bounds store.
