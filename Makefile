@@ -5,7 +5,7 @@ WASM_TARGET := wasm32-wasip1
 EXAMPLES := hello edge-function hostile
 PREFIX ?= /usr/local
 
-.PHONY: all setup build wasm images k8s-images test test-node unit-test wasi-testsuite e2e e2e-canary demo bench bench-k8s native-bench-server soak fuzz install uninstall clean
+.PHONY: all setup build bundle wasm images k8s-images test test-node unit-test wasi-testsuite e2e e2e-canary demo bench bench-k8s native-bench-server soak fuzz install uninstall clean
 
 all: build wasm images
 
@@ -14,6 +14,11 @@ setup:
 
 build: setup
 	$(CARGO) build --release --bins
+
+# The node bundle: the shim, the config tool and every library they load (glibc included), for
+# /opt/containerd-shim-wasmedge on any x86_64 Linux; target/bundle/ (README, Install).
+bundle: build
+	@bash scripts/bundle.sh
 
 # Example modules, copied to target/wasm/<name>.wasm for tests, demo and bench.
 wasm: setup
@@ -32,7 +37,7 @@ target/images/pause: scripts/pause/pause.c
 	gcc -static -Os -Wall -Wextra -Werror -o $@ $<
 
 # The e2e cluster's images, also the node-installer image (target/images/installer.tar).
-k8s-images: build wasm images
+k8s-images: bundle wasm images
 	@bash scripts/k8s-images.sh target/images
 
 unit-test: setup
@@ -45,7 +50,7 @@ unit-test: setup
 test: test-node e2e
 
 # Unit tests, then the integration suites against a private containerd.
-test-node: build wasm images
+test-node: bundle wasm images
 	$(CARGO) test --release --lib --bins -- --skip the_wasi_testsuite_passes_in_process
 	$(CARGO) test --manifest-path examples/edge-sdk/Cargo.toml
 	$(CARGO) test --manifest-path examples/edge-function/Cargo.toml
@@ -61,7 +66,7 @@ wasi-testsuite: build
 	$(CARGO) test --release --test wasi_testsuite -- --nocapture
 
 # End to end on a real one-node Kubernetes cluster, made and removed by the run (README, E2E).
-e2e: build wasm images
+e2e: bundle wasm images
 	@bash scripts/k8s-e2e.sh
 
 # Canary controller against a running cluster: CSW_E2E_KUBECONFIG=path make e2e-canary
@@ -94,7 +99,7 @@ fuzz: setup
 bench-k8s: build wasm images
 	@K8S_BENCH_UP=1 bash scripts/k8s-bench.sh
 
-install: build
+install: bundle
 	@bash scripts/install.sh install
 
 uninstall:

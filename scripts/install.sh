@@ -1,28 +1,37 @@
 #!/bin/sh
-# make install / make uninstall: put the shim, its node config, the sandbox policies and the
-# containerd drop-in on this node. Idempotent; containerd is restarted only when its config
-# actually changed. POSIX sh: the node-installer DaemonSet runs the same script under busybox
-# (scripts/node-installer.sh), with the node's / mounted at $HOST_ROOT.
+# make install / make uninstall: put the node bundle (make bundle: the shim, the config tool and
+# every library they load, in /opt/containerd-shim-wasmedge), its node config, the sandbox
+# policies and the containerd drop-in on this node. Nothing from a distribution package is
+# needed on the node besides containerd. Idempotent; containerd is restarted only when its
+# config actually changed. POSIX sh: the node-installer DaemonSet runs the same script under
+# busybox (scripts/node-installer.sh), with the node's / mounted at $HOST_ROOT; an unpacked
+# bundle tarball carries it too (containerd-shim-wasmedge/install.sh install).
 #
 # Paths below are the node's own paths; files are written at $HOST_ROOT<path>. Commands that
 # must run on the node (containerd's config dump, the restart) go through the variables
 # CONTAINERD_DEFAULT, CONTAINERD_DUMP and RESTART_COMMAND.
 set -eu
-cd "$(dirname "$0")/.."
+here=$(cd "$(dirname "$0")" && pwd)
 
+# The bundle to install: the one this script sits in, else the repo's (make bundle).
+if [ -x "$here/bin/containerd-shim-wasmedge-v1" ]; then
+  BUNDLE=${BUNDLE:-$here}
+else
+  BUNDLE=${BUNDLE:-$here/../target/bundle/containerd-shim-wasmedge}
+fi
+[ -x "$BUNDLE/bin/containerd-shim-wasmedge-v1" ] || {
+  echo "[install] no bundle at $BUNDLE: run make bundle (or set BUNDLE)" >&2; exit 1; }
+# Where the bundle lives on the node; its binaries' loader and RPATH point here (make bundle).
+BUNDLE_DIR=${BUNDLE_DIR:-/opt/containerd-shim-wasmedge}
+case "$BUNDLE_DIR" in /?*) ;; *) echo "[install] BUNDLE_DIR must be an absolute directory, not '$BUNDLE_DIR'" >&2; exit 2 ;; esac
 PREFIX=${PREFIX:-/usr/local}
 CONTAINERD_CONFIG=${CONTAINERD_CONFIG:-/etc/containerd/config.toml}
 DROPIN_DIR=${DROPIN_DIR:-/etc/containerd/conf.d}
 NODE_CONFIG_DIR=${NODE_CONFIG_DIR:-/etc/containerd-shim-wasmedge}
 HOST_ROOT=${HOST_ROOT:-}
-# Where the files to install come from (the repo by default; /installer in the DaemonSet image).
-SHIM_BIN=${SHIM_BIN:-target/release/containerd-shim-wasmedge-v1}
-CONFIG_BIN=${CONFIG_BIN:-target/release/containerd-wasmedge-config}
-RUNTIME_SNIPPET=${RUNTIME_SNIPPET:-runtime-config/wasmedge-runtime.toml}
-NODE_CONFIG_SRC=${NODE_CONFIG_SRC:-runtime-config/node-config.toml}
-POLICY_SRC=${POLICY_SRC:-runtime-config/policies}
-# The drop-in writer run here (the freshly installed one by default).
-CONFIG_TOOL=${CONFIG_TOOL:-$HOST_ROOT$PREFIX/bin/containerd-wasmedge-config}
+RUNTIME_SNIPPET=${RUNTIME_SNIPPET:-$BUNDLE/config/wasmedge-runtime.toml}
+NODE_CONFIG_SRC=${NODE_CONFIG_SRC:-$BUNDLE/config/node-config.toml}
+POLICY_SRC=${POLICY_SRC:-$BUNDLE/config/policies}
 CONTAINERD_DEFAULT=${CONTAINERD_DEFAULT:-containerd config default}
 CONTAINERD_DUMP=${CONTAINERD_DUMP:-containerd --config $CONTAINERD_CONFIG config dump}
 RESTART=${RESTART:-auto}   # auto | never
@@ -53,10 +62,39 @@ put() {
   mv -f "$3.tmp.$$" "$3"
 }
 
+# The drop-in writer, run from the bundle being installed through the bundle's own loader, so
+# it runs here whatever this machine's libc and wherever the bundle sits.
+config_tool() {
+  "$BUNDLE/lib/ld-linux-x86-64.so.2" --library-path "$BUNDLE/lib" "$BUNDLE/bin/containerd-wasmedge-config" "$@"
+}
+
+# link TARGET LINK: point LINK at TARGET, atomically.
+link() {
+  [ "$(readlink "$2" 2>/dev/null)" = "$1" ] && return 0
+  mkdir -p "$(dirname "$2")"
+  ln -sf "$1" "$2.tmp.$$"
+  mv -f "$2.tmp.$$" "$2"
+}
+
+install_bundle() {
+  local dst="$HOST_ROOT$BUNDLE_DIR" changed=0 f rel
+  for f in $(cd "$BUNDLE" && find bin lib share config install.sh BUNDLE.txt -type f); do
+    if put 0755 "$BUNDLE/$f" "$dst/$f"; then changed=$((changed + 1)); fi
+  done
+  # Libraries a previous bundle had and this one has not.
+  for f in "$dst"/lib/*; do
+    [ -e "$f" ] || continue
+    rel=${f#"$dst"/}
+    [ -e "$BUNDLE/$rel" ] || { rm -f "$f"; changed=$((changed + 1)); }
+  done
+  link "$BUNDLE_DIR/bin/containerd-shim-wasmedge-v1" "$HOST_ROOT$PREFIX/bin/containerd-shim-wasmedge-v1"
+  link "$BUNDLE_DIR/bin/containerd-wasmedge-config" "$HOST_ROOT$PREFIX/bin/containerd-wasmedge-config"
+  if [ "$changed" = 0 ]; then log "bundle unchanged in $BUNDLE_DIR"; else log "bundle installed in $BUNDLE_DIR (files changed: $changed)"; fi
+  log "shim installed at $PREFIX/bin/containerd-shim-wasmedge-v1 -> $BUNDLE_DIR/bin/containerd-shim-wasmedge-v1"
+}
+
 do_install() {
-  put 0755 "$SHIM_BIN" "$HOST_ROOT$PREFIX/bin/containerd-shim-wasmedge-v1" || true
-  put 0755 "$CONFIG_BIN" "$HOST_ROOT$PREFIX/bin/containerd-wasmedge-config" || true
-  log "shim installed at $PREFIX/bin/containerd-shim-wasmedge-v1"
+  install_bundle
   if [ ! -f "$HOST_ROOT$NODE_CONFIG_DIR/config.toml" ]; then
     put 0644 "$NODE_CONFIG_SRC" "$HOST_ROOT$NODE_CONFIG_DIR/config.toml" || true
     log "node config installed at $NODE_CONFIG_DIR/config.toml"
@@ -94,7 +132,7 @@ do_install() {
     echo "[install] failed: $CONTAINERD_DUMP" >&2
     exit 1
   fi
-  "$CONFIG_TOOL" --effective "$effective" --runtime "$RUNTIME_SNIPPET" --out "$dropin"
+  config_tool --effective "$effective" --runtime "$RUNTIME_SNIPPET" --out "$dropin"
   rm -f "$effective"
   if cmp -s "$dropin" "$dropin.previous"; then
     log "containerd drop-in unchanged"
@@ -112,7 +150,9 @@ do_uninstall() {
     rm -f "$HOST_ROOT$DROPIN_DIR/wasmedge.toml"; changed=1; log "removed $DROPIN_DIR/wasmedge.toml"
   fi
   rm -f "$HOST_ROOT$PREFIX/bin/containerd-shim-wasmedge-v1" "$HOST_ROOT$PREFIX/bin/containerd-wasmedge-config"
-  log "removed the shim binaries (node config and policies in $NODE_CONFIG_DIR and the AOT cache are kept)"
+  # A running shim keeps its mapped files; new containers can no longer start one.
+  rm -rf "$HOST_ROOT$BUNDLE_DIR"
+  log "removed the bundle and the shim links (node config and policies in $NODE_CONFIG_DIR and the AOT cache are kept)"
   [ $changed = 0 ] || restart_containerd
   return 0
 }

@@ -190,21 +190,24 @@ case_installer() {
   fi
   kc apply -f "$D/installer.yaml"
   kc -n kube-system rollout status "$ds" --timeout=120s
-  cmp target/release/containerd-shim-wasmedge-v1 "$h/usr/local/bin/containerd-shim-wasmedge-v1"
-  cmp target/release/containerd-wasmedge-config "$h/usr/local/bin/containerd-wasmedge-config"
+  local b=target/bundle/containerd-shim-wasmedge o=/opt/containerd-shim-wasmedge f
+  for f in $(cd "$b" && find bin lib -type f); do cmp "$b/$f" "$h$o/$f"; done
+  [ "$(readlink "$h/usr/local/bin/containerd-shim-wasmedge-v1")" = "$o/bin/containerd-shim-wasmedge-v1" ] || die "shim link"
+  [ "$(readlink "$h/usr/local/bin/containerd-wasmedge-config")" = "$o/bin/containerd-wasmedge-config" ] || die "config tool link"
   cmp runtime-config/node-config.toml "$h/etc/containerd-shim-wasmedge/config.toml"
   for p in runtime-config/policies/*.yaml; do cmp "$p" "$h/etc/containerd-shim-wasmedge/policies/$(basename "$p")"; done
   grep -q 'runtimes.wasmedge\]' "$h/etc/containerd/conf.d/wasmedge.toml"
   grep -qF "imports = [\"/etc/containerd/conf.d/*.toml\"]" "$h/etc/containerd/config.toml"
   [ "$(wc -l < "$h/containerd-restarts")" = 1 ] || die "restart command not run once"
-  ok "installed: shim and config tool (same bytes), node config, policies from the ConfigMap, drop-in, imports, one restart"
+  ok "installed: the node bundle (same bytes) in $o, links in /usr/local/bin, node config, policies from the ConfigMap, drop-in, imports, one restart"
   kc -n kube-system logs "$ds" | sed 's/^/    /'
   kc -n kube-system set env "$ds" ACTION=uninstall
   kc -n kube-system rollout status "$ds" --timeout=120s
-  wait_for 60 "uninstall" test ! -e "$h/usr/local/bin/containerd-shim-wasmedge-v1"
+  wait_for 60 "uninstall" test ! -L "$h/usr/local/bin/containerd-shim-wasmedge-v1"
+  [ ! -e "$h$o" ] || die "bundle left in $o"
   [ ! -e "$h/etc/containerd/conf.d/wasmedge.toml" ] || die "drop-in left"
   [ "$(wc -l < "$h/containerd-restarts")" = 2 ] || die "restart command not run on uninstall"
-  ok "uninstalled: binaries and drop-in removed, restart run"
+  ok "uninstalled: bundle, links and drop-in removed, restart run"
   kc delete -f "$D/installer.yaml" --wait=true
 }
 

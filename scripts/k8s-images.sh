@@ -14,25 +14,28 @@ $W rootfs --name localhost/pause:3.10 --out "$OUT/pause.tar" --file target/image
 $W rootfs --name localhost/busybox:host --out "$OUT/busybox.tar" --file /bin/busybox:/bin/busybox --entrypoint /bin/busybox
 $W rootfs --name localhost/hello:v1 --out "$OUT/hello.tar" --module target/wasm/hello.wasm
 $W rootfs --name localhost/edge-function:v1 --out "$OUT/edge-function.tar" --module target/wasm/edge-function.wasm
-# The installer image mirrors the repo's layout under /installer, so install.sh runs unchanged.
-shared_libs() { # BINARY -> --file arguments for the shared libraries it loads
-  local lib
-  for lib in $(ldd "$1" | awk '$3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }'); do
+# The installer image: the node bundle (make bundle) at the place it has on nodes, so its config
+# tool runs in the image as on a node, and the installer scripts.
+BUNDLE=target/bundle/containerd-shim-wasmedge
+[ -x "$BUNDLE/bin/containerd-shim-wasmedge-v1" ] || { echo "k8s-images.sh: run make bundle first" >&2; exit 1; }
+bundle_files=()
+while IFS= read -r f; do
+  bundle_files+=(--file "$BUNDLE/$f:/opt/containerd-shim-wasmedge/$f:$(stat -c %a "$BUNDLE/$f")")
+done < <(cd "$BUNDLE" && find . -type f | sed 's|^\./||' | sort)
+$W rootfs --name localhost/containerd-shim-wasmedge-installer:dev --out "$OUT/installer.tar" \
+  --file /bin/busybox:/bin/busybox \
+  --file scripts/node-installer.sh:/installer/node-installer.sh:0755 \
+  "${bundle_files[@]}" \
+  --entrypoint /bin/busybox --entrypoint sh --entrypoint /installer/node-installer.sh
+# The libraries a binary loads, as the engine's loader resolves them (the binaries are linked
+# against the engine root, build.rs), each at its own path: the binary's loader path holds.
+shared_libs() { # BINARY -> --file arguments
+  local lib engine_loader
+  engine_loader=$(readelf -l "$1" | sed -n 's/.*Requesting program interpreter: \(.*\)]/\1/p')
+  for lib in $("$engine_loader" --list "$1" | awk '$2 == "=>" { print $3 } $1 ~ /^\// { print $1 }'); do
     echo "--file $lib:$lib"
   done
 }
-# shellcheck disable=SC2207
-libs=($(shared_libs target/release/containerd-wasmedge-config))
-$W rootfs --name localhost/containerd-shim-wasmedge-installer:dev --out "$OUT/installer.tar" \
-  --file /bin/busybox:/bin/busybox \
-  --file scripts/node-installer.sh:/installer/scripts/node-installer.sh:0755 \
-  --file scripts/install.sh:/installer/scripts/install.sh:0755 \
-  --file target/release/containerd-shim-wasmedge-v1:/installer/target/release/containerd-shim-wasmedge-v1 \
-  --file target/release/containerd-wasmedge-config:/installer/target/release/containerd-wasmedge-config \
-  --file runtime-config/wasmedge-runtime.toml:/installer/runtime-config/wasmedge-runtime.toml \
-  --file runtime-config/node-config.toml:/installer/runtime-config/node-config.toml \
-  "${libs[@]}" \
-  --entrypoint /bin/busybox --entrypoint sh --entrypoint /installer/scripts/node-installer.sh
 # The controller: its binary and the libraries it loads, nothing else (it runs as uid 65532
 # on a read-only root filesystem; the in-cluster config comes from the ServiceAccount).
 # shellcheck disable=SC2207

@@ -1,14 +1,13 @@
 #!/bin/sh
-# Entry point of the node-installer image (k8s/installer/): runs scripts/install.sh against the
-# node's / mounted at /host, then stays up so that the DaemonSet shows the node as done.
+# Entry point of the node-installer image (k8s/installer/): runs the install.sh of the node
+# bundle the image carries (/opt/containerd-shim-wasmedge) against the node's / mounted at
+# /host, then stays up so that the DaemonSet shows the node as done.
 # ACTION=install|uninstall. Commands that must run on the node itself go through HOST_EXEC
 # (default: enter PID 1's namespaces, which needs hostPID and privileged); each can also be
 # set whole: CONTAINERD_DEFAULT, CONTAINERD_DUMP, RESTART_COMMAND.
 /bin/busybox --install -s /bin
 /bin/busybox mkdir -p /tmp
 export PATH=/bin
-# containerd-wasmedge-config is linked against glibc, shipped in the image.
-export LD_LIBRARY_PATH=/lib/x86_64-linux-gnu
 ACTION=${ACTION:-install}
 HOST_EXEC=${HOST_EXEC-nsenter -t 1 -m -u -i -n -p --}
 export HOST_ROOT=${HOST_ROOT:-/host}
@@ -16,12 +15,7 @@ export POLICY_SRC=${POLICY_SRC:-/policies}
 export CONTAINERD_DEFAULT=${CONTAINERD_DEFAULT:-$HOST_EXEC containerd config default}
 export CONTAINERD_DUMP=${CONTAINERD_DUMP:-$HOST_EXEC containerd --config ${CONTAINERD_CONFIG:-/etc/containerd/config.toml} config dump}
 export RESTART_COMMAND=${RESTART_COMMAND:-$HOST_EXEC systemctl restart containerd}
-sh /installer/scripts/install.sh "$ACTION" || { echo "[node-installer] $ACTION failed" >&2; exit 1; }
-if [ "$ACTION" = install ] && [ -n "$HOST_EXEC" ]; then
-  # The shim links WasmEdge's library (Debian: libwasmedge0); say so if the node lacks it.
-  missing=$($HOST_EXEC ldd "${PREFIX:-/usr/local}/bin/containerd-shim-wasmedge-v1" 2>&1 | grep "not found") \
-    && echo "[node-installer] warning: the node lacks libraries of the shim (install WasmEdge 0.14, libwasmedge0): $missing" >&2
-fi
+sh /opt/containerd-shim-wasmedge/install.sh "$ACTION" || { echo "[node-installer] $ACTION failed" >&2; exit 1; }
 echo "$ACTION" > /tmp/done
 echo "[node-installer] $ACTION done on $(hostname)"
 trap 'exit 0' TERM INT

@@ -9,6 +9,7 @@ fn install(prefix: &std::path::Path, action: &str) -> String {
         .arg(common::repo().join("scripts/install.sh"))
         .arg(action)
         .env("PREFIX", prefix.join("usr"))
+        .env("BUNDLE_DIR", prefix.join("opt/containerd-shim-wasmedge"))
         .env(
             "CONTAINERD_CONFIG",
             prefix.join("etc/containerd/config.toml"),
@@ -37,14 +38,35 @@ fn install_is_idempotent_and_keeps_the_nodes_cri_settings() {
     let p = dir.path();
     let first = install(p, "install");
     assert!(first.contains("drop-in written"), "{first}");
-    assert!(p.join("usr/bin/containerd-shim-wasmedge-v1").exists());
+    let bundle = p.join("opt/containerd-shim-wasmedge");
+    assert_eq!(
+        std::fs::read_link(p.join("usr/bin/containerd-shim-wasmedge-v1")).unwrap(),
+        bundle.join("bin/containerd-shim-wasmedge-v1")
+    );
+    for f in [
+        "bin/containerd-shim-wasmedge-v1",
+        "lib/libwasmedge.so.0",
+        "lib/libc.so.6",
+        "lib/ld-linux-x86-64.so.2",
+    ] {
+        assert!(bundle.join(f).is_file(), "{f} not installed: {first}");
+    }
     assert!(p.join("etc/containerd-shim-wasmedge/config.toml").exists());
+    // A library an older bundle had goes on the next install.
+    std::fs::write(bundle.join("lib/libstale.so.1"), b"old").unwrap();
 
     let second = install(p, "install");
     assert!(
         second.contains("drop-in unchanged"),
         "second install must change nothing: {second}"
     );
+    assert!(
+        second.contains("bundle installed") && second.contains("(files changed: 1)"),
+        "{second}"
+    );
+    assert!(!bundle.join("lib/libstale.so.1").exists());
+    let third = install(p, "install");
+    assert!(third.contains("bundle unchanged"), "{third}");
     let config = std::fs::read_to_string(p.join("etc/containerd/config.toml")).unwrap();
     assert_eq!(config.matches("conf.d/*.toml").count(), 1, "{config}");
 
@@ -66,7 +88,8 @@ fn install_is_idempotent_and_keeps_the_nodes_cri_settings() {
     assert!(dump.contains(r#"runtime_type = "io.containerd.wasmedge.v1""#));
 
     install(p, "uninstall");
-    assert!(!p.join("usr/bin/containerd-shim-wasmedge-v1").exists());
+    assert!(std::fs::symlink_metadata(p.join("usr/bin/containerd-shim-wasmedge-v1")).is_err());
+    assert!(!bundle.exists(), "the bundle must go on uninstall");
     assert!(!p.join("etc/containerd/conf.d/wasmedge.toml").exists());
     install(p, "uninstall");
 }
