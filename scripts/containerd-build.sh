@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Builds containerd and ctr of the pinned 2.3 LTS patch release from the Go module proxy into a
+# cache outside the repo, once; later calls reuse it. Static (CGO off), so the same binaries
+# run on a foreign distribution's root file system too. Prints the bin dir. Nothing is put on
+# PATH: the caller selects these binaries explicitly.
+set -euo pipefail
+
+CONTAINERD_VERSION=${CONTAINERD_VERSION:-2.3.7}
+CACHE=${CSW_CACHE:-/var/cache/containerd-shim-wasmedge}
+OUT="$CACHE/containerd/v$CONTAINERD_VERSION"
+
+if [ ! -x "$OUT/containerd" ] || [ ! -x "$OUT/ctr" ]; then
+  echo "[containerd-build] building containerd and ctr v$CONTAINERD_VERSION into $OUT (a few minutes, once)" >&2
+  mod=$(mktemp -d)
+  trap 'rm -rf "$mod"' EXIT
+  mkdir -p "$OUT"
+  (
+    cd "$mod"
+    go mod init csw-containerd-build >/dev/null 2>&1
+    GOFLAGS=-mod=mod go get "github.com/containerd/containerd/v2@v$CONTAINERD_VERSION" >/dev/null 2>&1
+    ld="-s -w -X github.com/containerd/containerd/v2/version.Version=v$CONTAINERD_VERSION"
+    CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -tags "no_btrfs no_devmapper no_zfs" \
+      -ldflags "$ld" -o "$OUT.tmp/" \
+      github.com/containerd/containerd/v2/cmd/containerd github.com/containerd/containerd/v2/cmd/ctr
+  )
+  mv "$OUT.tmp/containerd" "$OUT.tmp/ctr" "$OUT/"
+  rmdir "$OUT.tmp"
+fi
+echo "$OUT"
