@@ -71,18 +71,28 @@ fn read_leb_u32(bytes: &[u8]) -> Option<(u32, usize)> {
 /// the CPU the code was generated for. Part of every cache key.
 pub fn engine_fingerprint() -> &'static str {
     static FINGERPRINT: OnceLock<String> = OnceLock::new();
-    FINGERPRINT.get_or_init(|| {
-        let mut h = Sha256::new();
-        h.update(format!(
-            "wasmedge {}.{}.{}\n",
-            wasmedge_sys::utils::version_major_value(),
-            wasmedge_sys::utils::version_minor_value(),
-            wasmedge_sys::utils::version_patch_value()
-        ));
-        h.update(COMPILER_OPTIONS_TAG);
-        h.update(cpu_identity());
-        hex::encode(&h.finalize()[..8])
-    })
+    FINGERPRINT
+        .get_or_init(|| fingerprint_of(&engine_version(), COMPILER_OPTIONS_TAG, &cpu_identity()))
+}
+
+/// The version of the libwasmedge this process loaded, read from the library at run time: the
+/// AOT format follows it (0.14 wrote binary version 1, 0.17 writes 2 and would run a version 1
+/// section in the interpreter), so cache entries of another engine are never looked up.
+pub fn engine_version() -> String {
+    format!(
+        "{}.{}.{}",
+        wasmedge_sys::utils::version_major_value(),
+        wasmedge_sys::utils::version_minor_value(),
+        wasmedge_sys::utils::version_patch_value()
+    )
+}
+
+fn fingerprint_of(version: &str, options: &str, cpu: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(format!("wasmedge {version}\n"));
+    h.update(options);
+    h.update(cpu);
+    hex::encode(&h.finalize()[..8])
 }
 
 /// Changing compile options must change the fingerprint; keep this in step with `compile`.
@@ -517,5 +527,21 @@ mod tests {
     fn fingerprint_is_stable() {
         assert_eq!(engine_fingerprint(), engine_fingerprint());
         assert_eq!(engine_fingerprint().len(), 16);
+    }
+
+    #[test]
+    fn the_engine_is_the_pinned_wasmedge_and_its_version_keys_the_cache() {
+        // The library loaded at run time, not only the headers built against.
+        assert_eq!(engine_version(), "0.17.1");
+        let cpu = cpu_identity();
+        assert_eq!(
+            engine_fingerprint(),
+            fingerprint_of("0.17.1", COMPILER_OPTIONS_TAG, &cpu)
+        );
+        assert_ne!(
+            fingerprint_of("0.14.1", COMPILER_OPTIONS_TAG, &cpu),
+            fingerprint_of("0.17.1", COMPILER_OPTIONS_TAG, &cpu),
+            "entries of another engine must never be looked up"
+        );
     }
 }
