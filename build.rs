@@ -1,7 +1,11 @@
 //! Links every binary of this package against the engine root of `scripts/engine.sh`: its own
 //! dynamic loader and, through DT_RPATH (searched for the libraries' own dependencies too, and
 //! before LD_LIBRARY_PATH), its glibc, libstdc++, libLLVM and libwasmedge. The binaries then
-//! load nothing of the build machine's libraries; `make bundle` repoints both at the bundle.
+//! load nothing of the build machine's libraries (never another libwasmedge); `make bundle`
+//! repoints both at the bundle. Cargo cannot give a library's unit tests link arguments
+//! without giving them to every binary of the package, so `wasm-oci` and the controller get
+//! them too (the controller's image carries the libraries it loads, at the same paths); the
+//! workspace split gives them crates of their own.
 use std::path::Path;
 
 fn main() {
