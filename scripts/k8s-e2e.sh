@@ -95,13 +95,20 @@ case_apply() {
 }
 
 # --- Services inside the node's netns (the path case 4 uses), with runc pods ----------------
+# Ten requests to the ClusterIP answered by two different replicas.
+both_replicas_answer() {
+  [ "$(for _ in $(seq 10); do k8s_netns_exec curl -sf --max-time 5 "http://$1/"; done | sort -u | grep -c echo-runc)" = 2 ]
+}
 case_service() {
   kc apply -f tests/k8s/service-runc.yaml
   kc rollout status deployment/echo-runc --timeout=120s
   local ip seen
   ip=$(jp service echo-runc '{.spec.clusterIP}')
-  # Ready pods reach kube-proxy's rules a moment later (until then the ClusterIP refuses).
-  wait_for 30 "ClusterIP $ip to answer" k8s_netns_exec curl -sf --max-time 5 -o /dev/null "http://$ip/"
+  # Ready pods reach the EndpointSlice and then kube-proxy's rules one by one, a moment after
+  # the rollout: wait for both endpoints, then for the rules to send requests to both.
+  wait_for 120 "2 ready endpoints of echo-runc" field_is endpointslices \
+    --selector=kubernetes.io/service-name=echo-runc '{range .items[*].endpoints[?(@.conditions.ready==true)]}x{end}' xx
+  wait_for 120 "ClusterIP $ip to reach both replicas" both_replicas_answer "$ip"
   seen=$(for _ in $(seq 20); do k8s_netns_exec curl -sf --max-time 5 "http://$ip/"; done | sort | uniq -c)
   echo "$seen" | sed 's/^/    /'
   [ "$(echo "$seen" | grep -c echo-runc)" = 2 ] || die "20 requests to ClusterIP $ip did not reach both replicas"

@@ -5,6 +5,10 @@ mod common;
 use std::process::Command;
 
 fn install(prefix: &std::path::Path, action: &str) -> String {
+    install_with(prefix, action, &[])
+}
+
+fn install_with(prefix: &std::path::Path, action: &str, envs: &[(&str, String)]) -> String {
     let out = Command::new("bash")
         .arg(common::repo().join("scripts/install.sh"))
         .arg(action)
@@ -20,6 +24,7 @@ fn install(prefix: &std::path::Path, action: &str) -> String {
             prefix.join("etc/containerd-shim-wasmedge"),
         )
         .env("RESTART", "never")
+        .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
         .current_dir(common::repo())
         .output()
         .unwrap();
@@ -92,4 +97,60 @@ fn install_is_idempotent_and_keeps_the_nodes_cri_settings() {
     assert!(!bundle.exists(), "the bundle must go on uninstall");
     assert!(!p.join("etc/containerd/conf.d/wasmedge.toml").exists());
     install(p, "uninstall");
+}
+
+/// containerd 2.3 (config version 3 and later): the drop-in holds the runtime alone, in the
+/// runtime plugin, and the containerd that reads it has both runtimes.
+#[test]
+fn install_on_containerd_2_writes_a_drop_in_of_its_config_version() {
+    let bin = common::run_ok(
+        Command::new("bash").arg(common::repo().join("scripts/containerd-build.sh")),
+    );
+    let containerd = std::path::Path::new(bin.trim()).join("containerd");
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    let config = p.join("etc/containerd/config.toml");
+    let dump = format!(
+        "{} --config {} config dump",
+        containerd.display(),
+        config.display()
+    );
+    let envs = [
+        (
+            "CONTAINERD_DEFAULT",
+            format!("{} config default", containerd.display()),
+        ),
+        ("CONTAINERD_DUMP", dump.clone()),
+    ];
+    let first = install_with(p, "install", &envs);
+    assert!(first.contains("drop-in written"), "{first}");
+    let dropin = std::fs::read_to_string(p.join("etc/containerd/conf.d/wasmedge.toml")).unwrap();
+    assert!(
+        dropin.contains("io.containerd.cri.v1.runtime")
+            && !dropin.contains("io.containerd.grpc.v1.cri"),
+        "{dropin}"
+    );
+    let second = install_with(p, "install", &envs);
+    assert!(second.contains("drop-in unchanged"), "{second}");
+
+    let out = Command::new("sh").arg("-c").arg(&dump).output().unwrap();
+    let effective = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let effective: toml::Table = toml::from_str(&effective).unwrap();
+    let runtimes = &effective["plugins"]["io.containerd.cri.v1.runtime"]["containerd"]["runtimes"];
+    assert_eq!(
+        runtimes["wasmedge"]["runtime_type"].as_str(),
+        Some("io.containerd.wasmedge.v1")
+    );
+    assert_eq!(
+        runtimes["runc"]["runtime_type"].as_str(),
+        Some("io.containerd.runc.v2"),
+        "runc lost"
+    );
+    install_with(p, "uninstall", &envs);
+    assert!(!p.join("etc/containerd/conf.d/wasmedge.toml").exists());
 }
