@@ -139,7 +139,8 @@ kill %1; wait
     // into it (youki's own pivot_root needs a real root, which a chroot is not); proc, /sys,
     // /dev and the tmpfs are the namespace's own and go with it (nothing propagates to the
     // host's mounts), and every process started in there (containerd, shims) ends with it.
-    let out = Command::new("unshare")
+    let text = common::run_ok_all_output(
+        Command::new("unshare")
         .args(["--mount", "--propagation", "private", "--pid", "--fork", "--"])
         .arg("sh")
         .arg("-c")
@@ -148,15 +149,9 @@ kill %1; wait
              cd $r; mkdir -p .host; pivot_root . .host; \
              exec chroot . /bin/sh -c 'mount -t proc proc /proc && umount -l /.host && rmdir /.host && exec /bin/sh /csw-foreign-test.sh'",
             r = root.display()
-        ))
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+        )),
+        "the test inside the bullseye root",
     );
-    assert!(out.status.success(), "{text}");
     assert!(text.contains("exiting with 7\nfirst exit=7"), "{text}");
     assert!(
         text.contains("hello from wasmedge\nsecond exit=0"),

@@ -9,32 +9,26 @@ fn install(prefix: &std::path::Path, action: &str) -> String {
 }
 
 fn install_with(prefix: &std::path::Path, action: &str, envs: &[(&str, String)]) -> String {
-    let out = Command::new("bash")
-        .arg(common::repo().join("scripts/install.sh"))
-        .arg(action)
-        .env("PREFIX", prefix.join("usr"))
-        .env("BUNDLE_DIR", prefix.join("opt/containerd-shim-wasmedge"))
-        .env(
-            "CONTAINERD_CONFIG",
-            prefix.join("etc/containerd/config.toml"),
-        )
-        .env("DROPIN_DIR", prefix.join("etc/containerd/conf.d"))
-        .env(
-            "NODE_CONFIG_DIR",
-            prefix.join("etc/containerd-shim-wasmedge"),
-        )
-        .env("RESTART", "never")
-        .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
-        .current_dir(common::repo())
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "install.sh {action}: {text}");
-    text
+    common::run_ok_all_output(
+        Command::new("bash")
+            .arg(common::repo().join("scripts/install.sh"))
+            .arg(action)
+            .env("PREFIX", prefix.join("usr"))
+            .env("BUNDLE_DIR", prefix.join("opt/containerd-shim-wasmedge"))
+            .env(
+                "CONTAINERD_CONFIG",
+                prefix.join("etc/containerd/config.toml"),
+            )
+            .env("DROPIN_DIR", prefix.join("etc/containerd/conf.d"))
+            .env(
+                "NODE_CONFIG_DIR",
+                prefix.join("etc/containerd-shim-wasmedge"),
+            )
+            .env("RESTART", "never")
+            .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
+            .current_dir(common::repo()),
+        &format!("install.sh {action}"),
+    )
 }
 
 #[test]

@@ -786,6 +786,19 @@ fn sanitize(s: &str) -> String {
         .collect()
 }
 
+/// Runs `cmd` to its end and returns what it printed, stdout then stderr; panics with that
+/// text (and `what`) when it fails.
+pub fn run_ok_all_output(cmd: &mut Command, what: &str) -> String {
+    let out = cmd.output().expect("spawn");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{what}: {text}");
+    text
+}
+
 pub fn run_ok(cmd: &mut Command) -> String {
     let out = cmd.output().expect("spawn");
     assert!(
