@@ -3,9 +3,9 @@
 //! before LD_LIBRARY_PATH), its glibc, libstdc++, libLLVM and libwasmedge. The binaries then
 //! load nothing of the build machine's libraries (never another libwasmedge); `make bundle`
 //! repoints both at the bundle. Cargo cannot give a library's unit tests link arguments
-//! without giving them to every binary of the package, so `wasm-oci` and the controller get
-//! them too (the controller's image carries the libraries it loads, at the same paths); the
-//! workspace split gives them crates of their own.
+//! without giving them to every binary of the package, so `make build` resets `wasm-oci` and
+//! the controller, which load no engine, to the machine's own loader (Makefile,
+//! SYSTEM_LINKED); the workspace split will give them crates of their own.
 use std::path::Path;
 
 fn main() {
