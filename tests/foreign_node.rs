@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::{images, own_cgroup, repo, run_ok, unique};
-use containerd_shim_wasmedge::shim::cleanup::{cgroup_mount_points, collect_dirs};
 
 fn script(name: &str) -> String {
     run_ok(Command::new("bash").arg(repo().join("scripts").join(name)))
@@ -37,15 +36,7 @@ struct Node {
 impl Drop for Node {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
-        for mount_point in cgroup_mount_points() {
-            let base = mount_point.join(self.cgroup.trim_start_matches('/'));
-            let mut dirs = vec![];
-            collect_dirs(&base, &mut dirs);
-            dirs.push(base);
-            for d in dirs {
-                let _ = std::fs::remove_dir(d);
-            }
-        }
+        common::remove_cgroup_tree(&self.cgroup);
     }
 }
 

@@ -609,15 +609,7 @@ impl Drop for Containerd {
                 libc::umount2(c.as_ptr(), libc::MNT_DETACH);
             }
         }
-        for root in cgroup_mount_points() {
-            let base = root.join(self.cgroup_base.trim_start_matches('/'));
-            let mut dirs = vec![];
-            collect_dirs(&base, &mut dirs);
-            dirs.push(base);
-            for d in dirs {
-                let _ = fs::remove_dir(d);
-            }
-        }
+        remove_cgroup_tree(&self.cgroup_base);
         let _ = fs::remove_dir_all(PathBuf::from("/run/containerd/wasmedge").join(&self.namespace));
         let _ = fs::remove_dir_all(PathBuf::from("/run/containerd/runc").join(&self.namespace));
         if std::env::var_os("KEEP_TEST_DIRS").is_none() {
@@ -784,6 +776,20 @@ fn sanitize(s: &str) -> String {
     s.chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
         .collect()
+}
+
+/// Removes the (empty) cgroup directories at and below the absolute cgroup path `cgroup`, in
+/// every hierarchy mounted here, deepest first.
+pub fn remove_cgroup_tree(cgroup: &str) {
+    for root in cgroup_mount_points() {
+        let base = root.join(cgroup.trim_start_matches('/'));
+        let mut dirs = vec![];
+        collect_dirs(&base, &mut dirs);
+        dirs.push(base);
+        for d in dirs {
+            let _ = fs::remove_dir(d);
+        }
+    }
 }
 
 /// Runs `cmd` to its end and returns what it printed, stdout then stderr; panics with that
