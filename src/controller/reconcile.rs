@@ -249,7 +249,7 @@ async fn load_pair(
 
 /// The version a Deployment's pods report in their metrics.
 pub fn version_of(deployment: &Deployment) -> Option<String> {
-    let meta = &deployment.spec.as_ref()?.template.metadata.as_ref()?;
+    let meta = &deployment.spec.template.metadata.as_ref()?;
     let annotated = meta
         .annotations
         .as_ref()
@@ -299,11 +299,7 @@ async fn converge_weight(
 }
 
 fn replicas_of(deployment: &Deployment) -> i32 {
-    deployment
-        .spec
-        .as_ref()
-        .and_then(|s| s.replicas)
-        .unwrap_or(1)
+    deployment.spec.replicas.unwrap_or(1)
 }
 
 async fn ensure_replicas(
@@ -523,8 +519,7 @@ async fn promote_step(
             return Ok(());
         }
         let template = promoted_template(&pair.stable, &pair.canary);
-        let current = serde_json::to_value(pair.stable.spec.as_ref().map(|s| &s.template))
-            .unwrap_or(Value::Null);
+        let current = serde_json::to_value(&pair.stable.spec.template).unwrap_or(Value::Null);
         let wanted = serde_json::to_value(&template).unwrap_or(Value::Null);
         let patch = json!({
             "metadata": { "annotations": { PROMOTED_FROM_ANNOTATION: promoted_from } },
@@ -571,9 +566,7 @@ async fn promote_step(
 /// version annotation and label, comes from the canary.
 pub fn promoted_template(stable: &Deployment, canary: &Deployment) -> PodTemplateSpec {
     let selector_keys = |d: &Deployment| -> Vec<String> {
-        let Some(selector) = d.spec.as_ref().map(|s| &s.selector) else {
-            return Vec::new();
-        };
+        let selector = &d.spec.selector;
         let mut keys: Vec<String> = selector
             .match_labels
             .iter()
@@ -591,15 +584,12 @@ pub fn promoted_template(stable: &Deployment, canary: &Deployment) -> PodTemplat
     };
     let stable_labels = stable
         .spec
+        .template
+        .metadata
         .as_ref()
-        .and_then(|s| s.template.metadata.as_ref())
         .and_then(|m| m.labels.clone())
         .unwrap_or_default();
-    let mut template = canary
-        .spec
-        .as_ref()
-        .map(|s| s.template.clone())
-        .unwrap_or_default();
+    let mut template = canary.spec.template.clone();
     let labels = template
         .metadata
         .get_or_insert_with(Default::default)
@@ -760,7 +750,7 @@ async fn finish(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::api::apps::v1::{DeploymentSpec, DeploymentStatus};
+    use k8s_openapi::api::apps::v1::DeploymentStatus;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
     use std::collections::BTreeMap;
 
@@ -814,7 +804,7 @@ mod tests {
             "v2",
             "fn:v2",
         );
-        canary.spec.as_mut().unwrap().selector = LabelSelector {
+        canary.spec.selector = LabelSelector {
             match_labels: Some(labels(&[("app", "fn"), ("track", "canary")])),
             match_expressions: Some(vec![serde_json::from_value(
                 json!({"key": "rev", "operator": "Exists"}),
@@ -886,10 +876,7 @@ mod tests {
         assert!(!rolled_out(&d, 4), "an old pod still runs");
         d.status = Some(status(3, 4, 4, 3));
         assert!(!rolled_out(&d, 4), "a pod is not available");
-        d.spec = Some(DeploymentSpec {
-            replicas: Some(0),
-            ..d.spec.clone().unwrap()
-        });
+        d.spec.replicas = Some(0);
         d.status = Some(status(3, 0, 0, 0));
         assert!(rolled_out(&d, 0));
     }
@@ -905,23 +892,9 @@ mod tests {
         );
         assert_eq!(version_of(&d).as_deref(), Some("annotated-v"));
         let mut d = d;
-        d.spec
-            .as_mut()
-            .unwrap()
-            .template
-            .metadata
-            .as_mut()
-            .unwrap()
-            .annotations = None;
+        d.spec.template.metadata.as_mut().unwrap().annotations = None;
         assert_eq!(version_of(&d).as_deref(), Some("label-v"));
-        d.spec
-            .as_mut()
-            .unwrap()
-            .template
-            .metadata
-            .as_mut()
-            .unwrap()
-            .labels = None;
+        d.spec.template.metadata.as_mut().unwrap().labels = None;
         assert_eq!(version_of(&d), None);
     }
 

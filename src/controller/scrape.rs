@@ -51,7 +51,7 @@ impl ScrapeResult {
 pub fn targets(slices: &[EndpointSlice], port: u16, path: &str) -> Vec<Target> {
     let mut seen = BTreeSet::new();
     for slice in slices {
-        for endpoint in &slice.endpoints {
+        for endpoint in slice.endpoints.iter().flatten() {
             // The API says an unknown readiness is to be taken as ready.
             let conditions = endpoint.conditions.clone().unwrap_or_default();
             if conditions.ready == Some(false) || conditions.terminating == Some(true) {
@@ -189,18 +189,18 @@ mod tests {
     fn ready_endpoints_once_each() {
         let v4 = EndpointSlice {
             address_type: "IPv4".into(),
-            endpoints: vec![
+            endpoints: Some(vec![
                 endpoint("10.0.0.1", Some("fn-v1-a"), Some(true), None),
                 endpoint("10.0.0.2", Some("fn-v2-a"), None, None),
                 endpoint("10.0.0.3", Some("fn-v1-b"), Some(false), None),
                 endpoint("10.0.0.4", Some("fn-v1-c"), Some(true), Some(true)),
                 endpoint("10.0.0.5", None, Some(true), None),
-            ],
+            ]),
             ..Default::default()
         };
         let v6 = EndpointSlice {
             address_type: "IPv6".into(),
-            endpoints: vec![endpoint("fd00::1", Some("fn-v1-a"), Some(true), None)],
+            endpoints: Some(vec![endpoint("fd00::1", Some("fn-v1-a"), Some(true), None)]),
             ..Default::default()
         };
         let urls: Vec<_> = targets(&[v4, v6], 8080, "/metrics")
@@ -225,7 +225,7 @@ mod tests {
             ]
         );
         let only_v6 = EndpointSlice {
-            endpoints: vec![endpoint("fd00::9", Some("p"), Some(true), None)],
+            endpoints: Some(vec![endpoint("fd00::9", Some("p"), Some(true), None)]),
             ..Default::default()
         };
         assert_eq!(
