@@ -4,8 +4,29 @@ mod common;
 
 use std::process::Command;
 
-fn install(prefix: &std::path::Path, action: &str) -> String {
-    install_with(prefix, action, &[])
+/// install.sh as a node with containerd `line` runs it: that release's `config default` and
+/// `config dump`.
+fn install(prefix: &std::path::Path, action: &str, line: &str) -> String {
+    install_with(prefix, action, &containerd_envs(prefix, line))
+}
+
+fn containerd_envs(prefix: &std::path::Path, line: &str) -> [(&'static str, String); 2] {
+    let containerd = common::ContainerdRelease::of(line).containerd();
+    [
+        (
+            "CONTAINERD_DEFAULT",
+            format!("{} config default", containerd.display()),
+        ),
+        ("CONTAINERD_DUMP", dump_command(prefix, line)),
+    ]
+}
+
+fn dump_command(prefix: &std::path::Path, line: &str) -> String {
+    format!(
+        "{} --config {} config dump",
+        common::ContainerdRelease::of(line).containerd().display(),
+        prefix.join("etc/containerd/config.toml").display()
+    )
 }
 
 fn install_with(prefix: &std::path::Path, action: &str, envs: &[(&str, String)]) -> String {
@@ -32,10 +53,10 @@ fn install_with(prefix: &std::path::Path, action: &str, envs: &[(&str, String)])
 }
 
 #[test]
-fn install_is_idempotent_and_keeps_the_nodes_cri_settings() {
+fn install_on_containerd_1_7_is_idempotent_and_keeps_the_nodes_cri_settings() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path();
-    let first = install(p, "install");
+    let first = install(p, "install", "1.7");
     assert!(first.contains("drop-in written"), "{first}");
     let bundle = p.join("opt/containerd-shim-wasmedge");
     assert_eq!(
@@ -54,7 +75,7 @@ fn install_is_idempotent_and_keeps_the_nodes_cri_settings() {
     // A library an older bundle had goes on the next install.
     std::fs::write(bundle.join("lib/libstale.so.1"), b"old").unwrap();
 
-    let second = install(p, "install");
+    let second = install(p, "install", "1.7");
     assert!(
         second.contains("drop-in unchanged"),
         "second install must change nothing: {second}"
@@ -64,15 +85,14 @@ fn install_is_idempotent_and_keeps_the_nodes_cri_settings() {
         "{second}"
     );
     assert!(!bundle.join("lib/libstale.so.1").exists());
-    let third = install(p, "install");
+    let third = install(p, "install", "1.7");
     assert!(third.contains("bundle unchanged"), "{third}");
     let config = std::fs::read_to_string(p.join("etc/containerd/config.toml")).unwrap();
     assert_eq!(config.matches("conf.d/*.toml").count(), 1, "{config}");
 
-    let dump = Command::new("containerd")
-        .arg("--config")
-        .arg(p.join("etc/containerd/config.toml"))
-        .args(["config", "dump"])
+    let dump = Command::new("sh")
+        .arg("-c")
+        .arg(dump_command(p, "1.7"))
         .output()
         .unwrap();
     let dump = String::from_utf8_lossy(&dump.stdout);
@@ -86,36 +106,21 @@ fn install_is_idempotent_and_keeps_the_nodes_cri_settings() {
     );
     assert!(dump.contains(r#"runtime_type = "io.containerd.wasmedge.v1""#));
 
-    install(p, "uninstall");
+    install(p, "uninstall", "1.7");
     assert!(std::fs::symlink_metadata(p.join("usr/bin/containerd-shim-wasmedge-v1")).is_err());
     assert!(!bundle.exists(), "the bundle must go on uninstall");
     assert!(!p.join("etc/containerd/conf.d/wasmedge.toml").exists());
-    install(p, "uninstall");
+    install(p, "uninstall", "1.7");
 }
 
 /// containerd 2.3 (config version 3 and later): the drop-in holds the runtime alone, in the
 /// runtime plugin, and the containerd that reads it has both runtimes.
 #[test]
 fn install_on_containerd_2_writes_a_drop_in_of_its_config_version() {
-    let bin = common::run_ok(
-        Command::new("bash").arg(common::repo().join("scripts/containerd-build.sh")),
-    );
-    let containerd = std::path::Path::new(bin.trim()).join("containerd");
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path();
-    let config = p.join("etc/containerd/config.toml");
-    let dump = format!(
-        "{} --config {} config dump",
-        containerd.display(),
-        config.display()
-    );
-    let envs = [
-        (
-            "CONTAINERD_DEFAULT",
-            format!("{} config default", containerd.display()),
-        ),
-        ("CONTAINERD_DUMP", dump.clone()),
-    ];
+    let dump = dump_command(p, "2.3");
+    let envs = containerd_envs(p, "2.3");
     let first = install_with(p, "install", &envs);
     assert!(first.contains("drop-in written"), "{first}");
     let dropin = std::fs::read_to_string(p.join("etc/containerd/conf.d/wasmedge.toml")).unwrap();
