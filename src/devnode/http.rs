@@ -172,10 +172,15 @@ impl Containerd {
         );
         let out = self.ctr(&["task", "delete", id]);
         self.ctr_ok(&["container", "rm", id]);
+        // containerd 2.x's ctr logs deprecations of the host (cgroup v1) on every call.
         format!(
             "{}{}",
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         )
+        .lines()
+        .filter(|l| !l.contains("msg=\"DEPRECATION"))
+        .collect::<Vec<_>>()
+        .join("\n")
     }
 }

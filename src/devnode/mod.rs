@@ -62,12 +62,88 @@ pub fn shim_binary() -> PathBuf {
     package_binary("containerd-shim-wasmedge-v1")
 }
 
+/// A containerd release the harness can drive: its binaries and its config layout.
+pub struct ContainerdRelease {
+    /// The release line, as `CONTAINERD` names it: "2.3" or "1.7".
+    pub line: &'static str,
+    /// `containerd --version`'s version field, e.g. "v2.3.7".
+    pub version: String,
+    /// Holds its `containerd`, `ctr` and `containerd-shim-runc-v2`.
+    pub bin_dir: PathBuf,
+    /// The harness config in its layout (version 3 for 2.x, version 2 for 1.7).
+    config_template: &'static str,
+}
+
+impl ContainerdRelease {
+    /// `line`'s binaries: 2.3 (the LTS) as scripts/containerd-build.sh builds it into the cache,
+    /// 1.7 as Debian packages it. Checks that the binary is of the line it claims to be.
+    pub fn of(line: &str) -> ContainerdRelease {
+        let (line, bin_dir, config_template) = match line {
+            "2.3" => {
+                let out =
+                    run_ok(Command::new("bash").arg(repo().join("scripts/containerd-build.sh")));
+                (
+                    "2.3",
+                    PathBuf::from(out.trim()),
+                    include_str!("containerd.toml"),
+                )
+            }
+            "1.7" => (
+                "1.7",
+                PathBuf::from("/usr/bin"),
+                include_str!("containerd-1.7.toml"),
+            ),
+            other => panic!("CONTAINERD={other}: supported are 2.3 (the default) and 1.7"),
+        };
+        let text = run_ok(Command::new(bin_dir.join("containerd")).arg("--version"));
+        let version = text
+            .split_whitespace()
+            .nth(2)
+            .unwrap_or_default()
+            .to_string();
+        assert!(
+            version.starts_with(&format!("v{line}.")) || version.starts_with(&format!("{line}.")),
+            "{} is {version}, not containerd {line}: {text}",
+            bin_dir.join("containerd").display()
+        );
+        ContainerdRelease {
+            line,
+            version,
+            bin_dir,
+            config_template,
+        }
+    }
+
+    pub fn containerd(&self) -> PathBuf {
+        self.bin_dir.join("containerd")
+    }
+
+    pub fn ctr(&self) -> PathBuf {
+        self.bin_dir.join("ctr")
+    }
+}
+
+/// The containerd every harness of this process drives: `CONTAINERD=2.3` (the default) or
+/// `CONTAINERD=1.7`. Never the one on PATH, which may be another release.
+pub fn containerd_release() -> &'static ContainerdRelease {
+    static RELEASE: OnceLock<ContainerdRelease> = OnceLock::new();
+    RELEASE.get_or_init(|| {
+        ContainerdRelease::of(
+            std::env::var("CONTAINERD")
+                .ok()
+                .filter(|v| !v.is_empty())
+                .as_deref()
+                .unwrap_or("2.3"),
+        )
+    })
+}
+
 /// The node install path, as `make install` runs it: dump the effective config, then let
 /// `containerd-wasmedge-config` write the drop-in that registers the runtime.
 fn install_dropin(dir: &Path) {
     fs::create_dir_all(dir.join("conf.d")).unwrap();
     let dump = run_ok(
-        Command::new("containerd")
+        Command::new(containerd_release().containerd())
             .arg("--config")
             .arg(dir.join("config.toml"))
             .args(["config", "dump"]),
@@ -94,21 +170,31 @@ pub fn wasm_oci() -> PathBuf {
     package_binary("wasm-oci")
 }
 
-/// This process's memory cgroup (cgroup v1 hybrid host; on pure v2 the unified path).
+/// The cgroup the harness nests its containers under: on a cgroup v1 (hybrid) host this
+/// process's memory cgroup.
+///
+/// On a cgroup-v2-only host the parent of this process's cgroup instead: the "no internal
+/// processes" rule lets a cgroup that has processes delegate no controller to its children, so
+/// the runner lives in a leaf (scripts/cgroup2-guest.sh: `/runner/leaf`) and the containers go
+/// beside it (`/runner/<instance>/<id>`); a process in the root cgroup gets the root ("").
 pub fn own_cgroup() -> String {
     let text = fs::read_to_string("/proc/self/cgroup").expect("read /proc/self/cgroup");
-    let line = text
+    if let Some(line) = text.lines().find(|l| l.split(':').nth(1) == Some("memory")) {
+        return line
+            .splitn(3, ':')
+            .nth(2)
+            .unwrap()
+            .trim_end_matches('/')
+            .to_string();
+    }
+    let unified = text
         .lines()
-        .find(|l| l.split(':').nth(1) == Some("memory"))
-        .or_else(|| text.lines().find(|l| l.starts_with("0::")))
+        .find_map(|l| l.strip_prefix("0::"))
         .expect("no memory cgroup");
-    let path = line
-        .splitn(3, ':')
-        .nth(2)
-        .unwrap()
-        .trim_end_matches('/')
-        .to_string();
-    path
+    match unified.trim_end_matches('/').rsplit_once('/') {
+        Some((parent, _leaf)) => parent.to_string(),
+        None => String::new(),
+    }
 }
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
@@ -176,8 +262,9 @@ impl Containerd {
             .unwrap_or_else(|| dir.join("aot-cache"));
         let log = dir.join("containerd.log");
         let cgroup_base = format!("{}/{}", own_cgroup(), name);
-        // The same file configures the e2e Kubernetes node's containerd (scripts/k8s-up.sh).
-        let config = include_str!("containerd.toml")
+        // The same files configure the e2e Kubernetes node's containerd (scripts/k8s-up.sh).
+        let config = containerd_release()
+            .config_template
             .replace("@DIR@", &dir.display().to_string())
             .replace("@CNI_BIN_DIR@", &dir.join("cni/bin").display().to_string())
             .replace("@PAUSE_IMAGE@", PAUSE_IMAGE);
@@ -263,7 +350,7 @@ impl Containerd {
     }
 
     pub fn ctr_ns(&self, ns: &str, args: &[&str]) -> Output {
-        Command::new("ctr")
+        Command::new(containerd_release().ctr())
             .arg("--address")
             .arg(&self.socket)
             .arg("-n")
@@ -290,6 +377,11 @@ impl Containerd {
         let mut args = vec!["image", "import"];
         if wasm_platform {
             args.extend(["--platform", "wasip1/wasm"]);
+            // containerd 2.x imports through its transfer service, which unpacks only for the
+            // platforms of its unpack config (the node's own); `--local` imports as 1.7 did.
+            if containerd_release().line != "1.7" {
+                args.push("--local");
+            }
         }
         let archive = archive.to_str().unwrap();
         args.push(archive);
@@ -368,7 +460,7 @@ impl Containerd {
         ];
         all.extend_from_slice(args);
         let started = Instant::now();
-        let mut child = Command::new("ctr")
+        let mut child = Command::new(containerd_release().ctr())
             .arg("--address")
             .arg(&self.socket)
             .arg("-n")
@@ -620,9 +712,11 @@ impl Drop for Containerd {
 
 /// Starts containerd on the config in `dir`, in its own session, logging (appending) to `log`.
 fn spawn_containerd(dir: &Path, log: &Path) -> i32 {
+    // The shim first, then the release's own runc shim, then the machine's runc.
     let path = format!(
-        "{}:{}",
+        "{}:{}:{}",
         dir.join("bin").display(),
+        containerd_release().bin_dir.display(),
         std::env::var("PATH").unwrap_or_default()
     );
     let logf = fs::OpenOptions::new()
@@ -630,7 +724,7 @@ fn spawn_containerd(dir: &Path, log: &Path) -> i32 {
         .append(true)
         .open(log)
         .unwrap();
-    let mut cmd = Command::new("containerd");
+    let mut cmd = Command::new(containerd_release().containerd());
     cmd.arg("--config")
         .arg(dir.join("config.toml"))
         .env("PATH", path)
