@@ -37,12 +37,16 @@ pub fn container_cgroup(spec_json: &[u8], id: &str) -> Option<String> {
 pub fn remove_container_cgroups(bundle: &Path, id: &str) -> Result<()> {
     let dirs = container_cgroup_dirs(bundle, id)?;
     kill_processes_in(&dirs);
+    // A killed process leaves its cgroup asynchronously, and on a busy node exiting can take
+    // more than a second (seen on cgroup v2 with a churn running beside it): retry, killing
+    // again, for up to 3 s, within containerd's 5 s for the whole `delete`.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
     for d in &dirs {
-        // A killed process leaves its cgroup asynchronously: retry briefly.
-        for _ in 0..50 {
-            if std::fs::remove_dir(d).is_ok() || !d.exists() {
+        while std::fs::remove_dir(d).is_err() && d.exists() {
+            if std::time::Instant::now() > deadline {
                 break;
             }
+            kill_processes_in(std::slice::from_ref(d));
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
     }
@@ -88,19 +92,24 @@ fn container_cgroup_dirs(bundle: &Path, id: &str) -> Result<Vec<PathBuf>> {
     Ok(dirs)
 }
 
-/// SIGKILLs every process in `dirs`; returns how many there were.
+/// SIGKILLs every process in `dirs`; returns how many there were. On cgroup v2 (5.14+) through
+/// `cgroup.kill`: the kernel kills the whole cgroup, also what forks meanwhile, and no pid read
+/// from `cgroup.procs` can have been reused by another process by the time it is signalled.
 fn kill_processes_in(dirs: &[PathBuf]) -> usize {
     let mut found = 0;
     for d in dirs {
-        for pid in std::fs::read_to_string(d.join("cgroup.procs"))
+        let pids: Vec<i32> = std::fs::read_to_string(d.join("cgroup.procs"))
             .unwrap_or_default()
             .lines()
-        {
-            if let Ok(pid) = pid.trim().parse::<i32>() {
-                found += 1;
-                // SAFETY: plain syscall; the process is in this container's own cgroup.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-            }
+            .filter_map(|pid| pid.trim().parse().ok())
+            .collect();
+        found += pids.len();
+        if pids.is_empty() || std::fs::write(d.join("cgroup.kill"), "1").is_ok() {
+            continue;
+        }
+        for pid in pids {
+            // SAFETY: plain syscall; the process is in this container's own cgroup.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
         }
     }
     found
