@@ -5,7 +5,7 @@ WASM_TARGET := wasm32-wasip1
 EXAMPLES := hello edge-function hostile
 PREFIX ?= /usr/local
 
-.PHONY: all setup build bundle wasm images k8s-images test test-node unit-test wasi-testsuite e2e e2e-canary demo bench bench-k8s native-bench-server soak fuzz install uninstall clean
+.PHONY: all setup build bundle wasm images k8s-images test test-node test-cgroup2 unit-test wasi-testsuite e2e e2e-canary demo bench bench-k8s native-bench-server soak fuzz install uninstall clean
 
 all: build wasm images
 
@@ -54,8 +54,14 @@ unit-test: setup
 	$(CARGO) test --quiet --manifest-path examples/edge-sdk/Cargo.toml
 	$(CARGO) test --quiet --manifest-path examples/edge-function/Cargo.toml
 
-# Every test: the node suites, then the end-to-end run on a real one-node Kubernetes cluster.
-test: test-node e2e
+# Every test: the node suites, the cgroup v2 guest, then the end-to-end run on a real
+# Kubernetes cluster.
+test: test-node test-cgroup2 e2e
+
+# The containerd the node suites drive (src/devnode): 2.3, the LTS (built into the cache by
+# scripts/containerd-build.sh), or 1.7, Debian's. The CRI and restart suites also run on 1.7.
+CONTAINERD ?= 2.3
+export CONTAINERD
 
 # Unit tests, then the integration suites against a private containerd.
 test-node: bundle wasm images
@@ -65,6 +71,14 @@ test-node: bundle wasm images
 	$(CARGO) test --release --lib the_wasi_testsuite_passes_in_process -- --nocapture
 	$(CARGO) test --release --test wasi_testsuite -- --nocapture
 	$(CARGO) test --release --test '*' -- --test-threads=2 --skip the_wasi_testsuite_passes_through_the_shim
+	CONTAINERD=1.7 $(CARGO) test --release --test cri -- --test-threads=2
+	CONTAINERD=1.7 $(CARGO) test --release --test reliability wasm_tasks_survive_a_containerd_restart
+
+# The shim's cgroup v2 path: the ctr, sandbox and reliability suites against containerd 2.3 in a
+# cgroup-v2-only Linux guest (QEMU/KVM, or User-mode Linux where KVM runs without hardware
+# virtualization), see scripts/cgroup2-guest.sh.
+test-cgroup2: bundle wasm images
+	@bash scripts/cgroup2-guest.sh
 
 # The official WASI testsuite (../shared/wasi-testsuite), in process and through the shim; each
 # prints N passed, M failed.

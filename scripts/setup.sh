@@ -13,8 +13,9 @@ have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok
 
 TRIXIE_PKGS=(containerd runc)
 # iptables (kube-proxy) and containernetworking-plugins (bridge CNI): the e2e cluster (make e2e).
-# patchelf: make bundle; debootstrap: the foreign node's root file system (tests/foreign_node.rs).
-BOOKWORM_PKGS=(libclang-dev protobuf-compiler libseccomp-dev pkg-config busybox-static iproute2 wrk jq curl ca-certificates iptables containernetworking-plugins patchelf debootstrap)
+# patchelf: make bundle; debootstrap: the foreign node's root file system (tests/foreign_node.rs);
+# qemu-system-x86: the cgroup v2 guest (make test-cgroup2) where KVM has hardware virtualization.
+BOOKWORM_PKGS=(libclang-dev protobuf-compiler libseccomp-dev pkg-config busybox-static iproute2 wrk jq curl ca-certificates iptables containernetworking-plugins patchelf debootstrap qemu-system-x86)
 
 missing=()
 for p in "${TRIXIE_PKGS[@]}" "${BOOKWORM_PKGS[@]}"; do have_pkg "$p" || missing+=("$p"); done
