@@ -35,7 +35,8 @@ stop kubelet kube-proxy
 # 2. Every task and container of the cluster's containerd: shims exit after their last delete.
 sock=$D/containerd/c.sock
 if k8s_pid_alive containerd >/dev/null && [ -S "$sock" ]; then
-  ctrk() { timeout 20 ctr --address "$sock" -n k8s.io "$@"; }
+  ctr_bin=$(k8s_containerd_bin 2>/dev/null || echo /usr/bin)/ctr
+  ctrk() { timeout 20 "$ctr_bin" --address "$sock" -n k8s.io "$@"; }
   for id in $(ctrk task ls -q 2>/dev/null); do ctrk task kill -s SIGKILL "$id" >/dev/null 2>&1; done
   for id in $(ctrk task ls -q 2>/dev/null); do
     for _ in $(seq 50); do ctrk task delete "$id" >/dev/null 2>&1 && break; sleep 0.1; done

@@ -15,6 +15,7 @@ if [ "${E2E_REUSE:-0}" != 1 ]; then
   trap 'K8S_KEEP_LOGS=${K8S_KEEP_LOGS:-0} bash "$REPO/scripts/k8s-down.sh"' EXIT
   bash scripts/k8s-up.sh || { echo "e2e: cluster did not come up; logs:" >&2; tail -n 20 "$D"/logs/*.log >&2; exit 1; }
 fi
+echo "e2e cluster: $(k8s_cluster_line)"
 
 passed=0 failed=0 skipped=0 failures=()
 ok() { echo "  ok: $*"; }

@@ -12,6 +12,13 @@ K8S_CLUSTER_CIDR=10.244.0.0/16
 K8S_SERVICE_CIDR=10.96.0.0/24
 K8S_API_SERVICE_IP=10.96.0.1
 K8S_NODE_LABEL=wasmedge.io/runtime=true
+# The releases the cluster runs: Kubernetes K8S_VERSION (built by k8s-build.sh) on containerd
+# CONTAINERD (2.3: built by containerd-build.sh, config version 3; 1.7: Debian's /usr/bin, config
+# version 2). Tested pairs: 1.37.2 + 2.3 (the default) and 1.34.4 + 1.7.
+K8S_VERSION=${K8S_VERSION:-1.37.2}
+K8S_VERSION=${K8S_VERSION#v}
+CONTAINERD=${CONTAINERD:-2.3}
+export K8S_VERSION CONTAINERD
 
 k8s_repo() { cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd; }
 
@@ -40,6 +47,17 @@ k8s_node_exec() {
 k8s_netns_exec() { nsenter --net="/run/netns/$K8S_NETNS" -- "$@"; }
 
 k8s_bin() { cat "$K8S_E2E_DIR/bin-dir"; }
+
+# The dir of the node's containerd, ctr and containerd-shim-runc-v2 (recorded by k8s-up.sh).
+k8s_containerd_bin() { cat "$K8S_E2E_DIR/containerd-bin-dir"; }
+
+# The cluster as the API reports it: "1 node Ready: kubelet v1.37.2, containerd v2.3.7".
+k8s_cluster_line() {
+  kc get nodes -o jsonpath='{range .items[*]}{.status.conditions[?(@.type=="Ready")].status} {.status.nodeInfo.kubeletVersion} {.status.nodeInfo.containerRuntimeVersion}{"\n"}{end}' |
+    awk '{ n++; if ($1 == "True") r++; k[$2]; sub(/^containerd:\/\//, "", $3); sub(/^v?/, "v", $3); c[$3] }
+      END { for (x in k) kl = kl (kl ? "/" : "") x; for (x in c) cl = cl (cl ? "/" : "") x
+        printf "%d node%s%s: kubelet %s, containerd %s\n", n, n == 1 ? "" : "s", r == n ? " Ready" : " (" r + 0 " Ready)", kl, cl }'
+}
 
 kc() { k8s_netns_exec "$(k8s_bin)/kubectl" --kubeconfig "$K8S_E2E_DIR/pki/admin.kubeconfig" "$@"; }
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # A one-node Kubernetes cluster for the end-to-end tests (make e2e), with this project's shim
 # as RuntimeClass `wasmedge`. Undo everything with scripts/k8s-down.sh.
+# K8S_VERSION (default 1.37.2) and CONTAINERD (2.3, the default, or 1.7) select the releases.
 #
 # Layout (all under $K8S_E2E_DIR, default /tmp/csw-k8s):
 # - network namespace $K8S_NETNS: etcd, the control plane, containerd, kubelet, kube-proxy,
@@ -24,7 +25,7 @@ T0=$(date +%s.%N)
 for f in target/release/containerd-shim-wasmedge-v1 target/release/wasm-oci target/release/containerd-wasmedge-config target/release/wasm-weight-controller target/images/pause target/wasm/hello.wasm target/wasm/edge-function.wasm; do
   [ -e "$f" ] || { echo "$f missing: run \`make build wasm images\` first" >&2; exit 1; }
 done
-for c in ip nsenter unshare openssl iptables containerd ctr /usr/lib/cni/bridge /bin/busybox; do
+for c in ip nsenter unshare openssl iptables /usr/lib/cni/bridge /bin/busybox; do
   command -v "$c" >/dev/null || { echo "$c missing: run \`make setup\`" >&2; exit 1; }
 done
 
@@ -34,10 +35,26 @@ if [ -e "$D/cgroup-root" ] || [ -d "$D/pids" ] || ip netns list | grep -qw "^$K8
   bash "$REPO/scripts/k8s-down.sh"
 fi
 
-BIN=$(bash "$REPO/scripts/k8s-build.sh")
+BIN=$(K8S_VERSION=$K8S_VERSION bash "$REPO/scripts/k8s-build.sh")
+# The node's containerd, always by path (PATH may hold another release first).
+case "$CONTAINERD" in
+  2.3) CTRD=$(bash "$REPO/scripts/containerd-build.sh"); CTRD_CONFIG=src/devnode/containerd.toml ;;
+  1.7) CTRD=/usr/bin; CTRD_CONFIG=src/devnode/containerd-1.7.toml ;;
+  *) echo "CONTAINERD=$CONTAINERD: supported are 2.3 (the default) and 1.7" >&2; exit 1 ;;
+esac
+for c in containerd ctr containerd-shim-runc-v2; do
+  [ -x "$CTRD/$c" ] || { echo "$CTRD/$c missing (CONTAINERD=$CONTAINERD)" >&2; exit 1; }
+done
+ctrd_version=$("$CTRD/containerd" --version | awk '{ print $3 }')
+case "$ctrd_version" in
+  "$CONTAINERD".*|"v$CONTAINERD".*) ;;
+  *) echo "$CTRD/containerd is $ctrd_version, not containerd $CONTAINERD" >&2; exit 1 ;;
+esac
+k8s_log "Kubernetes v$K8S_VERSION ($BIN), containerd $ctrd_version ($CTRD)"
 mkdir -p "$D"/{pids,logs,pki,etcd,bin,cni/ipam,containerd/conf.d,containerd/cni/conf,kubelet,pod-logs,images,aot-cache,policies,sysctl}
 mkdir -p "$D"/host/{var-log,var-lib-cni,run-wasmedge,run-shim-sockets}
 echo "$BIN" > "$D/bin-dir"
+echo "$CTRD" > "$D/containerd-bin-dir"
 echo "$K8S_NETNS" > "$D/netns"
 
 # ---------------------------------------------------------------------------------------------
@@ -206,8 +223,8 @@ start_daemon kube-scheduler nsenter -t "$holder" -m -n -- "$BIN/kube-scheduler" 
 C=$D/containerd
 install -m 0755 target/release/containerd-shim-wasmedge-v1 "$D/bin/containerd-shim-wasmedge-v1"
 sed -e "s|@DIR@|$C|g" -e "s|@CNI_BIN_DIR@|/usr/lib/cni|" -e "s|@PAUSE_IMAGE@|localhost/pause:3.10|" \
-  src/devnode/containerd.toml > "$C/config.toml"
-containerd --config "$C/config.toml" config dump > "$C/effective.toml"
+  "$CTRD_CONFIG" > "$C/config.toml"
+"$CTRD/containerd" --config "$C/config.toml" config dump > "$C/effective.toml"
 target/release/containerd-wasmedge-config --effective "$C/effective.toml" \
   --runtime runtime-config/wasmedge-runtime.toml --out "$C/conf.d/wasmedge.toml"
 # The test node's admin allows the edge function's fault-injection variables (canary e2e) on
@@ -238,10 +255,11 @@ cat > "$C/cni/conf/10-csw-k8s.conflist" <<EOF
   ]
 }
 EOF
-start_daemon containerd env PATH="$D/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" \
+# Its runc shim is the same release's (first on its PATH, after this project's shim).
+start_daemon containerd env PATH="$D/bin:$CTRD:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" \
   CONTAINERD_SHIM_WASMEDGE_CONFIG="$D/shim-config.toml" \
-  nsenter -t "$holder" -m -n -- containerd --config "$C/config.toml"
-ctr_k8s() { ctr --address "$C/c.sock" -n k8s.io "$@"; }
+  nsenter -t "$holder" -m -n -- "$CTRD/containerd" --config "$C/config.toml"
+ctr_k8s() { "$CTRD/ctr" --address "$C/c.sock" -n k8s.io "$@"; }
 for _ in $(seq 300); do ctr_k8s version >/dev/null 2>&1 && break; sleep 0.1; done
 ctr_k8s version >/dev/null || { tail -30 "$D/logs/containerd.log" >&2; exit 1; }
 
@@ -274,6 +292,8 @@ cgroupsPerQOS: true
 cgroupRoot: $CG
 enforceNodeAllocatable: [pods]
 failSwapOn: false
+# The host is cgroup v1 (hybrid): kubelet 1.35+ refuses it unless told otherwise.
+failCgroupV1: false
 protectKernelDefaults: true
 localStorageCapacityIsolation: false
 resolvConf: $D/resolv.conf
@@ -316,4 +336,5 @@ for _ in $(seq 300); do
   sleep 0.2
 done
 kc -n default get serviceaccount default >/dev/null
+k8s_log "$(k8s_cluster_line)"
 k8s_log "node $K8S_NODE_NAME Ready in $(awk -v a="$T0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }') s; kubectl: scripts/k8s-kubectl.sh"

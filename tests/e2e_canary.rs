@@ -452,11 +452,11 @@ async fn healthy_canary_walks_every_step_and_is_promoted() {
     assert_eq!(last.stable_version.as_deref(), Some("v2"));
 
     let stable = scenario.deployment("edge-fn-stable").await;
-    let template = stable.spec.unwrap().template.metadata.unwrap();
+    let template = stable.spec.template.metadata.unwrap();
     assert_eq!(template.annotations.unwrap()["wasmedge.io/version"], "v2");
     assert_eq!(template.labels.unwrap()["track"], "stable");
     let canary = scenario.deployment("edge-fn-canary").await;
-    assert_eq!(canary.spec.unwrap().replicas, Some(0));
+    assert_eq!(canary.spec.replicas, Some(0));
     controller.abort();
     drop(load);
     scenario.delete().await;
@@ -491,9 +491,9 @@ async fn failing_canary_is_rolled_back_within_one_step() {
     let total = total_replicas();
     scenario.wait_available("edge-fn-stable", total).await;
     let canary_deployment = scenario.deployment("edge-fn-canary").await;
-    assert_eq!(canary_deployment.spec.unwrap().replicas, Some(0));
+    assert_eq!(canary_deployment.spec.replicas, Some(0));
     let stable = scenario.deployment("edge-fn-stable").await;
-    assert_eq!(stable.spec.unwrap().replicas, Some(total));
+    assert_eq!(stable.spec.replicas, Some(total));
     controller.abort();
     drop(load);
     scenario.delete().await;
@@ -723,15 +723,7 @@ impl ControllerDeployment {
             &std::fs::read_to_string(manifests.join("deployment.yaml")).unwrap(),
         )
         .unwrap();
-        let container = &mut deployment
-            .spec
-            .as_mut()
-            .unwrap()
-            .template
-            .spec
-            .as_mut()
-            .unwrap()
-            .containers[0];
+        let container = &mut deployment.spec.template.spec.as_mut().unwrap().containers[0];
         if let Ok(image) = std::env::var("CSW_E2E_CONTROLLER_IMAGE") {
             container.image = Some(image);
         }
