@@ -148,6 +148,15 @@ case_bad_annotation() {
 metric_total() { # POD_IP: sum of wasmedge_http_requests_total over its labels
   k8s_netns_exec curl -sf --max-time 5 "http://$1:8080/metrics" | awk '/^wasmedge_http_requests_total/ { s += $NF } END { print s + 0 }'
 }
+# IP POD_IP...: of 10 requests to the ClusterIP, every pod served at least 3 (its metric; a
+# probe adds at most one in that time).
+every_edge_pod_answers() {
+  local ip=$1 p; shift
+  declare -A at
+  for p in "$@"; do at[$p]=$(metric_total "$p"); done
+  for _ in $(seq 10); do k8s_netns_exec curl -sf --max-time 5 -o /dev/null "http://$ip/api/v1/items"; done
+  for p in "$@"; do [ $(( $(metric_total "$p") - ${at[$p]} )) -ge 3 ] || return 1; done
+}
 case_http() {
   kc apply -f k8s/edge-function.yaml
   kc rollout status deployment/edge-function --timeout=180s
@@ -162,6 +171,12 @@ case_http() {
   echo "$body" | grep -q 'HELLO' || die "POST transform: $body"
   ok "POST transform -> $body"
   pods=$(kc get pods -l app=edge-function -o jsonpath='{range .items[*]}{.status.podIP}{" "}{end}')
+  # As in case_service: both endpoints reach the EndpointSlice, then kube-proxy's rules, a
+  # moment after the replicas are ready.
+  wait_for 120 "2 ready endpoints of edge-function" field_is endpointslices \
+    --selector=kubernetes.io/service-name=edge-function '{range .items[*].endpoints[?(@.conditions.ready==true)]}x{end}' xx
+  # shellcheck disable=SC2086 # one argument per pod IP
+  wait_for 120 "ClusterIP $ip to reach both edge-function pods" every_edge_pod_answers "$ip" $pods
   declare -A before
   for p in $pods; do before[$p]=$(metric_total "$p"); done
   for _ in $(seq 40); do k8s_netns_exec curl -sf --max-time 5 -o /dev/null "http://$ip/api/v1/items"; done
