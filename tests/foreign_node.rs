@@ -43,7 +43,7 @@ impl Drop for Node {
 #[test]
 fn the_bundle_runs_wasm_on_a_bullseye_node() {
     let rootfs_tar = script("foreign-rootfs.sh");
-    let containerd_bin = PathBuf::from(script("containerd-build.sh"));
+    let containerd_bin = &common::ContainerdRelease::of("2.3").bin_dir;
     let bundle = bundle();
     let name = unique("foreign");
     let node = Node {

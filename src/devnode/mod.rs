@@ -76,8 +76,19 @@ pub struct ContainerdRelease {
 
 impl ContainerdRelease {
     /// `line`'s binaries: 2.3 (the LTS) as scripts/containerd-build.sh builds it into the cache,
-    /// 1.7 as Debian packages it. Checks that the binary is of the line it claims to be.
-    pub fn of(line: &str) -> ContainerdRelease {
+    /// 1.7 as Debian packages it. Looked up and version-checked once per process.
+    pub fn of(line: &str) -> &'static ContainerdRelease {
+        static V2_3: OnceLock<ContainerdRelease> = OnceLock::new();
+        static V1_7: OnceLock<ContainerdRelease> = OnceLock::new();
+        match line {
+            "2.3" => V2_3.get_or_init(|| Self::find("2.3")),
+            "1.7" => V1_7.get_or_init(|| Self::find("1.7")),
+            other => panic!("CONTAINERD={other}: supported are 2.3 (the default) and 1.7"),
+        }
+    }
+
+    /// Checks that the binary is of the line it claims to be.
+    fn find(line: &str) -> ContainerdRelease {
         let (line, bin_dir, config_template) = match line {
             "2.3" => {
                 let out =
@@ -93,7 +104,7 @@ impl ContainerdRelease {
                 PathBuf::from("/usr/bin"),
                 include_str!("containerd-1.7.toml"),
             ),
-            other => panic!("CONTAINERD={other}: supported are 2.3 (the default) and 1.7"),
+            _ => unreachable!("ContainerdRelease::of names the lines"),
         };
         let text = run_ok(Command::new(bin_dir.join("containerd")).arg("--version"));
         let version = text
@@ -126,16 +137,13 @@ impl ContainerdRelease {
 /// The containerd every harness of this process drives: `CONTAINERD=2.3` (the default) or
 /// `CONTAINERD=1.7`. Never the one on PATH, which may be another release.
 pub fn containerd_release() -> &'static ContainerdRelease {
-    static RELEASE: OnceLock<ContainerdRelease> = OnceLock::new();
-    RELEASE.get_or_init(|| {
-        ContainerdRelease::of(
-            std::env::var("CONTAINERD")
-                .ok()
-                .filter(|v| !v.is_empty())
-                .as_deref()
-                .unwrap_or("2.3"),
-        )
-    })
+    ContainerdRelease::of(
+        std::env::var("CONTAINERD")
+            .ok()
+            .filter(|v| !v.is_empty())
+            .as_deref()
+            .unwrap_or("2.3"),
+    )
 }
 
 /// The node install path, as `make install` runs it: dump the effective config, then let
