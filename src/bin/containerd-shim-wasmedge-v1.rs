@@ -59,6 +59,9 @@ fn main() {
         {
             eprintln!("containerd-shim-wasmedge: cleanup of {id}: {e:#}");
         }
+        if let (Some(address), Some(namespace)) = (arg_after("-address"), arg_after("-namespace")) {
+            task_proxy::remove_dead_shim_socket(&address, &namespace, &id);
+        }
     }
     let config = containerd_shimkit::Config {
         no_setup_logger: is_delete,

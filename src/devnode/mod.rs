@@ -654,6 +654,31 @@ impl Containerd {
             temps.is_empty(),
             "temp files left in the AOT cache: {temps:?}"
         );
+        let sockets = self.shim_sockets_left();
+        assert!(
+            sockets.is_empty(),
+            "shim sockets left in /run/containerd/s: {sockets:?}"
+        );
+    }
+
+    /// Sockets in /run/containerd/s of shims this containerd started (for every task id its
+    /// log names) that are still there: a shim that is gone must not leave its socket.
+    pub fn shim_sockets_left(&self) -> Vec<String> {
+        let log = fs::read_to_string(&self.log).unwrap_or_default();
+        let mut ids: Vec<&str> = log
+            .split_whitespace()
+            .filter_map(|field| field.strip_prefix("id="))
+            .map(|id| id.trim_matches('"'))
+            .filter(|id| !id.is_empty())
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let socket = self.socket.to_string_lossy();
+        ids.into_iter()
+            .map(|id| containerd_shim::socket_address(&socket, &self.namespace, id))
+            .map(|a| a.trim_start_matches("unix://").to_string())
+            .filter(|path| Path::new(path).exists())
+            .collect()
     }
 
     fn cleanup_containers(&self, ns: &str) {

@@ -51,9 +51,20 @@ pub fn install() -> Result<()> {
     let public_fd = nix::fcntl::fcntl(SOCKET_FD, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(10))
         .context("dup the shim socket")?;
     let public = unsafe { UnixListener::from_raw_fd(public_fd) };
+    // The library unlinks the public socket on shutdown only if it can still read the bundle's
+    // `address` file; containerd may already have removed the bundle by then (seen after
+    // RemovePodSandbox), which left the socket in /run/containerd/s. So it is unlinked here
+    // too, at exit, if the path still names the socket this daemon listened on.
+    if let Some(path) = public
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_pathname().map(Path::to_path_buf))
+    {
+        remove_at_exit(&PUBLIC_SOCKET, &path);
+    }
     let private_path = private_socket_path(Path::new(PRIVATE_DIR))?;
     let private = UnixListener::bind(&private_path).context("bind the private task socket")?;
-    remove_at_exit(&private_path);
+    remove_at_exit(&PRIVATE_SOCKET, &private_path);
     let private_addr = SocketAddr::from_pathname(&private_path)?;
     nix::unistd::dup2(private.as_raw_fd(), SOCKET_FD)
         .context("hand the private socket to the library")?;
@@ -113,21 +124,83 @@ fn private_socket_path(dir: &Path) -> Result<PathBuf> {
     Ok(path)
 }
 
-/// Unlinks `path` when the daemon exits (the library ends it with `exit`).
-fn remove_at_exit(path: &Path) {
-    static PATH: std::sync::OnceLock<std::ffi::CString> = std::sync::OnceLock::new();
-    extern "C" fn unlink_socket() {
-        if let Some(p) = PATH.get() {
-            // SAFETY: a valid C string.
-            unsafe { libc::unlink(p.as_ptr()) };
+/// A socket to unlink when the daemon exits, and the inode it had when this daemon owned it.
+struct ExitUnlink {
+    path: std::ffi::CString,
+    dev: libc::dev_t,
+    ino: libc::ino_t,
+}
+
+static PUBLIC_SOCKET: std::sync::OnceLock<ExitUnlink> = std::sync::OnceLock::new();
+static PRIVATE_SOCKET: std::sync::OnceLock<ExitUnlink> = std::sync::OnceLock::new();
+
+/// Unlinks `path` when the daemon exits (the library ends it with `exit`), unless the path
+/// names another file by then.
+fn remove_at_exit(slot: &'static std::sync::OnceLock<ExitUnlink>, path: &Path) {
+    extern "C" fn unlink_sockets() {
+        for slot in [&PUBLIC_SOCKET, &PRIVATE_SOCKET] {
+            let Some(entry) = slot.get() else { continue };
+            // SAFETY: a valid C string and a zeroed stat buffer.
+            unsafe {
+                let mut st: libc::stat = std::mem::zeroed();
+                if libc::lstat(entry.path.as_ptr(), &mut st) == 0
+                    && st.st_dev == entry.dev
+                    && st.st_ino == entry.ino
+                {
+                    libc::unlink(entry.path.as_ptr());
+                }
+            }
         }
     }
     use std::os::unix::ffi::OsStrExt;
-    if let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) {
-        if PATH.set(c).is_ok() {
-            // SAFETY: registers a plain function.
-            unsafe { libc::atexit(unlink_socket) };
+    use std::os::unix::fs::MetadataExt;
+    let (Ok(path_c), Ok(meta)) = (
+        std::ffi::CString::new(path.as_os_str().as_bytes()),
+        std::fs::symlink_metadata(path),
+    ) else {
+        return;
+    };
+    let entry = ExitUnlink {
+        path: path_c,
+        dev: meta.dev() as libc::dev_t,
+        ino: meta.ino() as libc::ino_t,
+    };
+    if slot.set(entry).is_ok() {
+        static REGISTERED: std::sync::Once = std::sync::Once::new();
+        // SAFETY: registers a plain function, once.
+        REGISTERED.call_once(|| unsafe {
+            libc::atexit(unlink_sockets);
+        });
+    }
+}
+
+/// containerd runs `<shim> delete` after a shim is gone. A daemon killed outright (SIGKILL, the
+/// OOM killer) never unlinked its socket: remove it if nothing listens there any more. The path
+/// is containerd's rule (containerd-shim's `socket_address` of containerd's address, the
+/// namespace and the id); a live daemon accepts the connection and keeps its socket.
+pub fn remove_dead_shim_socket(containerd_address: &str, namespace: &str, id: &str) {
+    let address = containerd_shim::socket_address(containerd_address, namespace, id);
+    let path = Path::new(address.strip_prefix("unix://").unwrap_or(&address));
+    use std::os::unix::fs::FileTypeExt;
+    let is_socket = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket());
+    if !is_socket {
+        return;
+    }
+    match UnixStream::connect(path) {
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+            match std::fs::remove_file(path) {
+                Ok(()) => eprintln!(
+                    "containerd-shim-wasmedge: removed the socket of the dead shim of {id}: {}",
+                    path.display()
+                ),
+                Err(e) => eprintln!(
+                    "containerd-shim-wasmedge: cannot remove the dead shim's socket {}: {e}",
+                    path.display()
+                ),
+            }
         }
+        Err(_) => {}
     }
 }
 
