@@ -40,7 +40,7 @@ pub struct NodeConfig {
     /// native code as root inside the container, outside every WASI policy.
     pub trust_image_native_code: bool,
     /// Maxima of the HTTP mode's annotations (`max-concurrency`, `warm-pool`, `max-body-bytes`,
-    /// `drain-timeout-ms`).
+    /// `drain-timeout-ms`, `shutdown-delay-ms`).
     pub http_ceiling: HttpCeiling,
     /// Run containers whose entrypoint is an ELF executable or a script natively (as runc
     /// would), besides the pod's sandbox (pause) container, which always runs natively.

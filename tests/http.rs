@@ -398,3 +398,65 @@ fn sigterm_drains_in_flight_requests_then_exits_0() {
     c.ctr_ok(&["container", "rm", &f.id]);
     c.assert_clean();
 }
+
+#[test]
+fn during_the_shutdown_delay_new_requests_are_served_and_ready_is_false() {
+    // Kubernetes sends SIGTERM while proxies may still route new connections to the pod; the
+    // server keeps accepting for wasmedge.io/shutdown-delay-ms (default 5 s in a pod), and a
+    // second SIGTERM cuts the delay short.
+    let c = with_hostile();
+    let f = start_hostile(&c, &["wasmedge.io/shutdown-delay-ms=30000"]);
+    let port = f.port;
+    let in_flight = std::thread::spawn(move || {
+        common::request(
+            "GET",
+            &format!("http://127.0.0.1:{port}/state?id=slow&ms=1500"),
+            None,
+        )
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let first_signal = Instant::now();
+    c.ctr_ok(&["task", "kill", "-s", "SIGTERM", &f.id]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while f.get("/ready").status != 503 {
+        assert!(Instant::now() < deadline, "/ready stayed 200 after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let late = f.get("/state?id=late&ms=1");
+    assert_eq!(
+        late.status, 200,
+        "a request after SIGTERM, within the delay, is served: {}",
+        late.body
+    );
+    assert_eq!(late.json()["id"], "late");
+    let reply = in_flight.join().unwrap();
+    assert_eq!(reply.status, 200, "in-flight request: {}", reply.body);
+    assert_eq!(
+        c.ctr_ok(&["task", "ls"])
+            .lines()
+            .find(|l| l.starts_with(&f.id))
+            .map(|l| l.contains("RUNNING")),
+        Some(true),
+        "the task must still run during the delay"
+    );
+    c.ctr_ok(&["task", "kill", "-s", "SIGTERM", &f.id]);
+    assert!(
+        c.wait_task_status(&f.id, "STOPPED", Duration::from_secs(60)),
+        "the second SIGTERM did not end the delay"
+    );
+    // The delay would have lasted 30 s from the first signal.
+    assert!(
+        first_signal.elapsed() < Duration::from_secs(30),
+        "stopped only after {:?}: the second SIGTERM did not cut the delay short",
+        first_signal.elapsed()
+    );
+    let deleted = c.ctr(&["task", "delete", &f.id]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&deleted.stdout),
+        String::from_utf8_lossy(&deleted.stderr)
+    );
+    assert!(!text.contains("non-zero exit code"), "must exit 0: {text}");
+    c.ctr_ok(&["container", "rm", &f.id]);
+    c.assert_clean();
+}

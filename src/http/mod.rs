@@ -4,8 +4,10 @@
 //!
 //! Startup order: listen first (so `/health` answers and `/ready` says false while the module
 //! compiles), load the module, create the worker slots and a first instance, then turn ready.
-//! SIGTERM/SIGINT: `/ready` turns false, the listener closes, in-flight requests finish within
-//! the drain timeout, and the process exits 0.
+//! SIGTERM/SIGINT: `/ready` turns false; the server goes on accepting for the shutdown delay
+//! (in a Kubernetes pod: proxies may still route to it), a second signal cuts that short; then
+//! the listener closes, in-flight requests finish within the drain timeout, and the process
+//! exits 0.
 
 pub mod edge;
 pub mod metrics;
@@ -109,15 +111,30 @@ async fn serve_async(
             }
         }
     });
+    // Every SIGTERM/SIGINT, in order: the first stops serving, a second cuts the shutdown
+    // delay short.
+    let (signal_tx, mut signals) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                Some(()) = term.recv() => {}
+                Some(()) = int.recv() => {}
+                else => break,
+            }
+            if signal_tx.send(()).is_err() {
+                break;
+            }
+        }
+    });
     let mut startup_failure = None;
-    let stop = async {
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-            Ok(failure) = failed => startup_failure = Some(failure),
+    let startup_failed = async {
+        match failed.await {
+            Ok(failure) => startup_failure = Some(failure),
+            // The module loaded: only a signal stops the server.
+            Err(_) => std::future::pending().await,
         }
     };
-    let drained = server::run(app, listener, stop).await;
+    let drained = server::run(app, listener, &mut signals, startup_failed).await;
     match startup_failure {
         Some((message, exit_code)) => Served::Failed { message, exit_code },
         None => Served::Stopped { drained },

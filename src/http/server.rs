@@ -87,12 +87,16 @@ impl App {
     }
 }
 
-/// Accepts connections until `stop` resolves, then lets in-flight requests finish for at most
-/// the drain timeout. Returns whether every connection ended in time.
+/// Accepts connections until the first stop signal in `signals` (or until `startup_failed`
+/// resolves), then — if the function was serving and a shutdown delay is set — goes on
+/// accepting with `/ready` false for that delay or until the next signal, so that proxies
+/// still routing to the pod find it open; then lets in-flight requests finish for at most the
+/// drain timeout. Returns whether every connection ended in time.
 pub async fn run(
     app: Arc<App>,
     listener: TcpListener,
-    stop: impl std::future::Future<Output = ()>,
+    signals: &mut tokio::sync::mpsc::UnboundedReceiver<()>,
+    startup_failed: impl std::future::Future<Output = ()>,
 ) -> bool {
     let graceful = GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
@@ -100,33 +104,40 @@ pub async fn run(
         .header_read_timeout(HEAD_TIMEOUT)
         .max_headers(MAX_HEADERS)
         .max_buf_size(MAX_HEAD_BYTES);
-    tokio::pin!(stop);
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, _peer) = match accepted {
-                    Ok(conn) => conn,
-                    Err(e) => {
-                        // Out of fds, say: back off instead of spinning.
-                        log::warn!("accept failed: {e}");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
-                let app = app.clone();
-                let service = hyper::service::service_fn(move |req| handle(app.clone(), req));
-                let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        log::debug!("connection ended: {e}");
-                    }
-                });
+    let serving = Serving {
+        app: &app,
+        listener: &listener,
+        graceful: &graceful,
+        http: &http,
+    };
+    serving
+        .accept_until(async {
+            tokio::select! {
+                _ = signals.recv() => {}
+                () = startup_failed => {}
             }
-            () = &mut stop => break,
+        })
+        .await;
+    let delay = app.settings.shutdown_delay;
+    let was_ready = app.is_ready();
+    app.draining.store(true, Ordering::SeqCst);
+    if was_ready && !delay.is_zero() {
+        // stderr: the container's log, where `kubectl logs` shows it.
+        eprintln!(
+            "stopping: /ready is false; still accepting for {delay:?} (wasmedge.io/shutdown-delay-ms) while traffic moves away"
+        );
+        let ended_by_signal = serving
+            .accept_until(async {
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => false,
+                    _ = signals.recv() => true,
+                }
+            })
+            .await;
+        if ended_by_signal {
+            eprintln!("second stop signal: shutdown delay cut short");
         }
     }
-    app.draining.store(true, Ordering::SeqCst);
     drop(listener);
     let in_flight = graceful.count();
     log::info!(
@@ -136,6 +147,48 @@ pub async fn run(
     tokio::time::timeout(app.settings.drain_timeout, graceful.shutdown())
         .await
         .is_ok()
+}
+
+/// The accepting side of the server, shared by the serving phase and the shutdown delay.
+struct Serving<'a> {
+    app: &'a Arc<App>,
+    listener: &'a TcpListener,
+    graceful: &'a GracefulShutdown,
+    http: &'a hyper::server::conn::http1::Builder,
+}
+
+impl Serving<'_> {
+    /// Serves every connection accepted before `until` resolves; returns its output.
+    async fn accept_until<T>(&self, until: impl std::future::Future<Output = T>) -> T {
+        tokio::pin!(until);
+        loop {
+            tokio::select! {
+                accepted = self.listener.accept() => {
+                    let (stream, _peer) = match accepted {
+                        Ok(conn) => conn,
+                        Err(e) => {
+                            // Out of fds, say: back off instead of spinning.
+                            log::warn!("accept failed: {e}");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    };
+                    let _ = stream.set_nodelay(true);
+                    let app = self.app.clone();
+                    let service = hyper::service::service_fn(move |req| handle(app.clone(), req));
+                    let conn = self
+                        .graceful
+                        .watch(self.http.serve_connection(TokioIo::new(stream), service));
+                    tokio::spawn(async move {
+                        if let Err(e) = conn.await {
+                            log::debug!("connection ended: {e}");
+                        }
+                    });
+                }
+                output = &mut until => return output,
+            }
+        }
+    }
 }
 
 /// Binds the function's port on every IPv4 address of the pod's network namespace.

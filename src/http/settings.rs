@@ -14,9 +14,12 @@ pub const KEY_WARM_POOL: &str = "wasmedge.io/warm-pool";
 pub const KEY_MAX_CONCURRENCY: &str = "wasmedge.io/max-concurrency";
 pub const KEY_MAX_BODY_BYTES: &str = "wasmedge.io/max-body-bytes";
 pub const KEY_DRAIN_TIMEOUT_MS: &str = "wasmedge.io/drain-timeout-ms";
+pub const KEY_SHUTDOWN_DELAY_MS: &str = "wasmedge.io/shutdown-delay-ms";
 
 /// The image reference containerd's CRI plugin puts on every container it creates.
 pub const CRI_IMAGE_NAME: &str = "io.kubernetes.cri.image-name";
+/// ... and the pod sandbox it belongs to: present only on containers of Kubernetes pods.
+pub const CRI_SANDBOX_ID: &str = "io.kubernetes.cri.sandbox-id";
 
 pub const DEFAULT_HTTP_PORT: u16 = 8080;
 pub const DEFAULT_MAX_CONCURRENCY: usize = 4;
@@ -26,6 +29,14 @@ pub const MAX_BODY_BYTES_LIMIT: usize = 64 << 20;
 /// Below Kubernetes' default termination grace period (30 s), so a drain ends before SIGKILL.
 pub const DEFAULT_DRAIN_TIMEOUT_MS: u64 = 20_000;
 pub const DRAIN_TIMEOUT_MS_LIMIT: u64 = 600_000;
+/// In a Kubernetes pod, SIGTERM arrives while kube-proxy (and other nodes' proxies, ingress
+/// controllers) may still route new connections to the pod for a moment: the server keeps
+/// accepting this long, with `/ready` false, before it closes its listener. With the default
+/// drain timeout it stays below the default termination grace period (5 + 20 < 30 s).
+pub const DEFAULT_SHUTDOWN_DELAY_MS_IN_POD: u64 = 5_000;
+/// Outside Kubernetes (ctr, nerdctl) nothing routes by endpoint lists: close at once.
+pub const DEFAULT_SHUTDOWN_DELAY_MS_OUTSIDE_POD: u64 = 0;
+pub const SHUTDOWN_DELAY_MS_LIMIT: u64 = 300_000;
 
 /// The node admin's maxima of the HTTP knobs (node config `[http_ceiling]`), held like the
 /// policy's ceiling: an annotation above one is refused, naming the field and the ceiling.
@@ -38,6 +49,7 @@ pub struct HttpCeiling {
     pub warm_pool: usize,
     pub max_body_bytes: usize,
     pub drain_timeout_ms: u64,
+    pub shutdown_delay_ms: u64,
 }
 
 impl Default for HttpCeiling {
@@ -47,6 +59,7 @@ impl Default for HttpCeiling {
             warm_pool: 8,
             max_body_bytes: 8 << 20,
             drain_timeout_ms: 60_000,
+            shutdown_delay_ms: 30_000,
         }
     }
 }
@@ -80,6 +93,12 @@ impl HttpCeiling {
                 DEFAULT_DRAIN_TIMEOUT_MS,
                 DRAIN_TIMEOUT_MS_LIMIT,
             ),
+            (
+                "shutdown_delay_ms",
+                self.shutdown_delay_ms,
+                DEFAULT_SHUTDOWN_DELAY_MS_IN_POD,
+                SHUTDOWN_DELAY_MS_LIMIT,
+            ),
         ];
         for (field, value, least, most) in fields {
             if !(least..=most).contains(&value) {
@@ -110,6 +129,9 @@ pub struct HttpSettings {
     pub max_body_bytes: usize,
     /// How long SIGTERM waits for in-flight requests before the process exits.
     pub drain_timeout: Duration,
+    /// After SIGTERM, how long the server still accepts new connections (with `/ready` false)
+    /// before the drain begins; a second SIGTERM ends it early.
+    pub shutdown_delay: Duration,
 }
 
 /// Reads the mode and, for HTTP mode, its settings. The keys only matter in HTTP mode, but a
@@ -186,6 +208,25 @@ pub fn from_annotations(
         ceiling.drain_timeout_ms,
         "ms",
     )?;
+    let in_pod = annotations.contains_key(CRI_SANDBOX_ID);
+    let delay_ms = parse_number(
+        get(KEY_SHUTDOWN_DELAY_MS),
+        KEY_SHUTDOWN_DELAY_MS,
+        0,
+        SHUTDOWN_DELAY_MS_LIMIT,
+        if in_pod {
+            DEFAULT_SHUTDOWN_DELAY_MS_IN_POD
+        } else {
+            DEFAULT_SHUTDOWN_DELAY_MS_OUTSIDE_POD
+        },
+        "milliseconds, at most 300000 (default 5000 in a Kubernetes pod, else 0); keep it plus drain-timeout-ms below the pod's terminationGracePeriodSeconds",
+    )?;
+    within_ceiling(
+        KEY_SHUTDOWN_DELAY_MS,
+        delay_ms,
+        ceiling.shutdown_delay_ms,
+        "ms",
+    )?;
     let version = match get(KEY_VERSION) {
         Some(v) if !v.is_empty() => {
             if v.len() > 128 || v.chars().any(|c| c.is_control()) {
@@ -221,6 +262,7 @@ pub fn from_annotations(
             max_concurrency,
             max_body_bytes,
             drain_timeout: Duration::from_millis(drain_ms),
+            shutdown_delay: Duration::from_millis(delay_ms),
         })),
         Some(m) => Err(error(
             KEY_MODE,
@@ -307,6 +349,7 @@ mod tests {
             KEY_MAX_CONCURRENCY,
             KEY_MAX_BODY_BYTES,
             KEY_DRAIN_TIMEOUT_MS,
+            KEY_SHUTDOWN_DELAY_MS,
         ] {
             assert!(
                 crate::policy::NON_POLICY_KEYS.contains(&key),
@@ -343,8 +386,23 @@ mod tests {
                 max_concurrency: 4,
                 max_body_bytes: 1 << 20,
                 drain_timeout: Duration::from_secs(20),
+                shutdown_delay: Duration::ZERO,
             }
         );
+    }
+
+    #[test]
+    fn pods_keep_accepting_for_a_while_after_sigterm() {
+        let in_pod = http(&[(KEY_MODE, "http"), (CRI_SANDBOX_ID, "0123abcd")]);
+        assert_eq!(in_pod.shutdown_delay, Duration::from_secs(5));
+        let set = http(&[
+            (KEY_MODE, "http"),
+            (CRI_SANDBOX_ID, "0123abcd"),
+            (KEY_SHUTDOWN_DELAY_MS, "0"),
+        ]);
+        assert_eq!(set.shutdown_delay, Duration::ZERO);
+        let outside = http(&[(KEY_MODE, "http"), (KEY_SHUTDOWN_DELAY_MS, "1500")]);
+        assert_eq!(outside.shutdown_delay, Duration::from_millis(1500));
     }
 
     #[test]
@@ -388,6 +446,7 @@ mod tests {
             warm_pool: 2,
             max_body_bytes: 2 << 20,
             drain_timeout_ms: 30_000,
+            shutdown_delay_ms: 10_000,
         };
         assert!(ceiling.check().is_ok());
         let get = |pairs: &[(&str, &str)]| from_annotations(&annotations(pairs), &ceiling);
@@ -446,6 +505,12 @@ mod tests {
                 "600000",
                 "above the node ceiling of 60000 ms",
             ),
+            (
+                KEY_SHUTDOWN_DELAY_MS,
+                "60000",
+                "above the node ceiling of 30000 ms",
+            ),
+            (KEY_SHUTDOWN_DELAY_MS, "300001", "out of range 0-300000"),
             (KEY_VERSION, "", "empty"),
         ];
         for (key, value, reason) in cases {

@@ -41,6 +41,7 @@ pub const NON_POLICY_KEYS: &[&str] = &[
     "wasmedge.io/max-concurrency",
     "wasmedge.io/max-body-bytes",
     "wasmedge.io/drain-timeout-ms",
+    "wasmedge.io/shutdown-delay-ms",
 ];
 
 /// Why a value is rejected and what to write instead.

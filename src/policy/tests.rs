@@ -423,7 +423,8 @@ fn error_messages() {
         "wasmedge.io/policy, wasmedge.io/max-memory-pages, wasmedge.io/execution-timeout-ms, \
                  wasmedge.io/allowed-hosts, wasmedge.io/allowed-env, wasmedge.io/allowed-dirs, \
                  wasmedge.io/max-network-requests, wasmedge.io/max-disk-bytes, wasmedge.io/mode, wasmedge.io/http-port, \
-                 wasmedge.io/version, wasmedge.io/warm-pool, wasmedge.io/max-concurrency, wasmedge.io/max-body-bytes, wasmedge.io/drain-timeout-ms";
+                 wasmedge.io/version, wasmedge.io/warm-pool, wasmedge.io/max-concurrency, wasmedge.io/max-body-bytes, wasmedge.io/drain-timeout-ms, \
+                 wasmedge.io/shutdown-delay-ms";
     let cases: &[(&[(&str, &str)], String)] = &[
         (
             &[("wasmedge.io/max-memory-page", "256")],
