@@ -29,31 +29,40 @@ stop() {
   for name in "$@"; do rm -f "$D/pids/$name.pid"; done
 }
 
+# Every node's daemons: NAME, NAME-1, NAME-2, ... (suffixes of the nodes k8s-up recorded).
+sfxs=()
+for i in $(k8s_nodes); do sfxs+=("$(k8s_node_sfx "$i")"); done
+all() { local n s; for n in "$@"; do for s in "${sfxs[@]}"; do echo "$n$s"; done; done; }
+
 # 1. kubelet and kube-proxy first, so that nothing restarts containers.
-stop kubelet kube-proxy
+# shellcheck disable=SC2046
+stop $(all kubelet kube-proxy)
 
 # 2. Every task and container of the cluster's containerd: shims exit after their last delete.
-sock=$D/containerd/c.sock
-if k8s_pid_alive containerd >/dev/null && [ -S "$sock" ]; then
-  ctr_bin=$(k8s_containerd_bin 2>/dev/null || echo /usr/bin)/ctr
-  ctrk() { timeout 20 "$ctr_bin" --address "$sock" -n k8s.io "$@"; }
-  for id in $(ctrk task ls -q 2>/dev/null); do ctrk task kill -s SIGKILL "$id" >/dev/null 2>&1; done
-  for id in $(ctrk task ls -q 2>/dev/null); do
-    for _ in $(seq 50); do ctrk task delete "$id" >/dev/null 2>&1 && break; sleep 0.1; done
-  done
-  for id in $(ctrk container ls -q 2>/dev/null); do ctrk container rm "$id" >/dev/null 2>&1; done
-fi
+ctr_bin=$(k8s_containerd_bin 2>/dev/null || echo /usr/bin)/ctr
+for i in $(k8s_nodes); do
+  sock=$(k8s_node_dir "$i")/containerd/c.sock
+  if k8s_pid_alive "containerd$(k8s_node_sfx "$i")" >/dev/null && [ -S "$sock" ]; then
+    ctrk() { timeout 20 "$ctr_bin" --address "$sock" -n k8s.io "$@"; }
+    for id in $(ctrk task ls -q 2>/dev/null); do ctrk task kill -s SIGKILL "$id" >/dev/null 2>&1; done
+    for id in $(ctrk task ls -q 2>/dev/null); do
+      for _ in $(seq 50); do ctrk task delete "$id" >/dev/null 2>&1 && break; sleep 0.1; done
+    done
+    for id in $(ctrk container ls -q 2>/dev/null); do ctrk container rm "$id" >/dev/null 2>&1; done
+  fi
+done
 
 # 3. The rest of the daemons, the API server's clients before it, etcd last.
-stop containerd kube-scheduler kube-controller-manager
+# shellcheck disable=SC2046
+stop $(all containerd) kube-scheduler kube-controller-manager
 stop kube-apiserver
 stop etcd
 
 # 4. Whatever is still in the cluster's cgroup subtree (shims, container processes) is the
 #    cluster's: nothing else is ever put below it.
-holder=$(k8s_pid_alive holder || true)
+holders=$(for s in "${sfxs[@]}"; do k8s_pid_alive "holder$s"; done)
 for _ in $(seq 20); do
-  left=$(k8s_cgroup_pids | grep -vx "${holder:-none}")
+  left=$(k8s_cgroup_pids | grep -vxF "${holders:-none}")
   [ -z "$left" ] && break
   k8s_log "killing processes left in the cluster's cgroups: $(for p in $left; do echo -n "$p($(cat /proc/$p/comm 2>/dev/null)) "; done)"
   for pid in $left; do kill -KILL "$pid" 2>/dev/null; done
@@ -62,15 +71,18 @@ done
 
 # 5. Mounts: those in the node's mount namespace go with it, but are unmounted first,
 #    deepest first; then any under the state dir in this (the host's) namespace.
-if holder=$(k8s_pid_alive holder); then
-  for m in $(k8s_mounts_under "$holder" "$D"); do nsenter -t "$holder" -m -- umount -l "$m" 2>/dev/null; done
-  stop holder
-fi
+for s in "${sfxs[@]}"; do
+  if holder=$(k8s_pid_alive "holder$s"); then
+    for m in $(k8s_mounts_under "$holder" "$D"); do nsenter -t "$holder" -m -- umount -l "$m" 2>/dev/null; done
+    stop "holder$s"
+  fi
+done
 for m in $(k8s_mounts_under $$ "$D"); do umount -l "$m" 2>/dev/null; done
 
 # 6. The network namespace (veths, bridge, iptables rules and Service IPs go with it).
-ns=$(cat "$D/netns" 2>/dev/null || true)
-if [ -n "$ns" ] && ip netns list | grep -qw "^$ns"; then ip netns del "$ns"; fi
+for ns in $(cat "$D/netns" 2>/dev/null); do
+  if ip netns list | grep -q "^$ns\( \|$\)"; then ip netns del "$ns"; fi
+done
 
 # 7. cgroups, bottom-up: everything below the cluster's root, then the dirs k8s-up created.
 root=$(cat "$D/cgroup-root" 2>/dev/null || true)

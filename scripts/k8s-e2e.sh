@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# make e2e: a fresh one-node cluster (scripts/k8s-up.sh), the end-to-end cases against it,
+# make e2e: a fresh cluster (scripts/k8s-up.sh, K8S_NODES nodes), the end-to-end cases against it,
 # and the cluster removed again (scripts/k8s-down.sh), also when a case fails.
 #
 #   E2E_REUSE=1   run the cases against the cluster that is up, and leave it up
@@ -40,8 +40,16 @@ dump_state() {
   kc get pods -A -o wide >&2 2>&1
   echo "---- kubectl get events" >&2
   kc get events -A --sort-by=.lastTimestamp 2>&1 | tail -n 25 >&2
-  for l in kubelet containerd; do echo "---- $l.log (tail)" >&2; tail -n 15 "$D/logs/$l.log" >&2; done
+  local i l
+  for i in $(k8s_nodes); do
+    for l in kubelet containerd; do echo "---- $l$(k8s_node_sfx "$i").log (tail)" >&2; tail -n 15 "$D/logs/$l$(k8s_node_sfx "$i").log" >&2; done
+  done
 }
+
+# The nodes labelled for wasm, by name, sorted; and a pod's node is one of them.
+wasm_node_names() { for i in $(k8s_nodes); do k8s_node_is_wasm "$i" && k8s_node_name "$i"; done | sort; }
+labelled_node_names() { kc get nodes -l "$K8S_NODE_LABEL" -o jsonpath='{range .items[*]}{.metadata.name}{"\n"}{end}' | sort; }
+on_wasm_node() { wasm_node_names | grep -qx "$(jp pod "$1" '{.spec.nodeName}')"; }
 
 run_case() { # NAME FUNCTION
   if [ -n "${E2E_ONLY:-}" ] && ! echo " $E2E_ONLY " | grep -q " $1 "; then return; fi
@@ -81,12 +89,17 @@ case_apply() {
   # The module's processes sit in the pod's cgroup below kubelet's cgroup root.
   local uid root procs h
   uid=$(jp pod wasm-sleeper '{.metadata.uid}'); root=$(cat "$D/cgroup-root")
-  procs=$(for h in $(k8s_cgroup_mounts); do [ -d "$h$root/kubepods" ] && find "$h$root/kubepods" -path "*pod$uid/*" -name cgroup.procs -exec cat {} +; done | sort -u)
-  [ -n "$procs" ] || die "no process of wasm-sleeper in a pod cgroup below $root/kubepods"
-  ok "wasm-sleeper's processes ($(echo $procs)) in its pod cgroup below $root/kubepods"
+  on_wasm_node wasm-sleeper || die "wasm-sleeper on node $(jp pod wasm-sleeper '{.spec.nodeName}'), not a labelled one ($(wasm_node_names | tr '\n' ' '))"
+  ok "wasm-sleeper on labelled node $(jp pod wasm-sleeper '{.spec.nodeName}') (labelled: $(labelled_node_names | tr '\n' ' '))"
+  [ "$(labelled_node_names)" = "$(wasm_node_names)" ] || die "labelled nodes: $(labelled_node_names | tr '\n' ' ')"
+  # (Each node's kubelet has its own cgroup root below $root: kubepods there.)
+  procs=$(for h in $(k8s_cgroup_mounts); do [ -d "$h$root" ] && find "$h$root" -path "*/kubepods/*pod$uid/*" -name cgroup.procs -exec cat {} +; done | sort -u)
+  [ -n "$procs" ] || die "no process of wasm-sleeper in a pod cgroup below $root"
+  ok "wasm-sleeper's processes ($(echo $procs)) in its pod cgroup below $root"
   wait_for 60 "wasm-sleeper output" logs_contain wasm-sleeper 'sleeping 25'
   ok "kubectl logs wasm-sleeper: $(kc logs wasm-sleeper | head -1)"
   wait_for 120 "wasm-hello Succeeded" field_is pod wasm-hello '{.status.phase}' Succeeded
+  on_wasm_node wasm-hello || die "wasm-hello on node $(jp pod wasm-hello '{.spec.nodeName}')"
   [ "$(kc logs wasm-hello)" = "hello from wasmedge" ] || die "kubectl logs wasm-hello: $(kc logs wasm-hello)"
   ok "kubectl logs wasm-hello: hello from wasmedge (pod Succeeded, exit $(jp pod wasm-hello '{.status.containerStatuses[0].state.terminated.exitCode}'))"
   kc apply -f tests/k8s/edge-function-once.yaml
@@ -171,6 +184,13 @@ case_http() {
   echo "$body" | grep -q 'HELLO' || die "POST transform: $body"
   ok "POST transform -> $body"
   pods=$(kc get pods -l app=edge-function -o jsonpath='{range .items[*]}{.status.podIP}{" "}{end}')
+  local nodes
+  nodes=$(kc get pods -l app=edge-function -o jsonpath='{range .items[*]}{.spec.nodeName}{"\n"}{end}' | sort -u)
+  for p in $nodes; do wasm_node_names | grep -qx "$p" || die "an edge-function pod on node $p, not a labelled one"; done
+  if [ "$(wasm_node_names | wc -l)" -ge 2 ]; then
+    [ "$(echo "$nodes" | wc -l)" = 2 ] || die "both edge-function replicas on $nodes: not spread over the wasm nodes"
+  fi
+  ok "edge-function pods on $(echo $nodes) (labelled nodes only)"
   # As in case_service: both endpoints reach the EndpointSlice, then kube-proxy's rules, a
   # moment after the replicas are ready.
   wait_for 120 "2 ready endpoints of edge-function" field_is endpointslices \
@@ -202,36 +222,108 @@ render_installer() {
       -e 's|^              value: nsenter -t 1 -m -u -i -n -p --$|              value: ""\n            - name: CONTAINERD_DUMP\n              value: cat /host/effective.toml\n            - name: RESTART_COMMAND\n              value: date >> /host/containerd-restarts|' \
       k8s/installer/daemonset.yaml
 }
+# Each node's $D/installer-host is its own dir ($D/node<i>/installer-host bind-mounted there in
+# node i's mount namespace), so the DaemonSet's pods install into one dir per node.
+wasm_node_indexes() { for i in $(k8s_nodes); do k8s_node_is_wasm "$i" && echo "$i"; done; }
 case_installer() {
-  local h=$D/installer-host ds=daemonset/containerd-shim-wasmedge-installer
-  mkdir -p "$h/etc/containerd"
-  sed '/^imports = /d' "$D/containerd/config.toml" > "$h/etc/containerd/config.toml"
-  cp "$D/containerd/effective.toml" "$h/effective.toml"
+  local ds=daemonset/containerd-shim-wasmedge-installer i h
+  for i in $(k8s_nodes); do
+    h=$(k8s_node_dir "$i")/installer-host
+    mkdir -p "$h/etc/containerd"
+    sed '/^imports = /d' "$(k8s_node_dir "$i")/containerd/config.toml" > "$h/etc/containerd/config.toml"
+    cp "$(k8s_node_dir "$i")/containerd/effective.toml" "$h/effective.toml"
+  done
   render_installer > "$D/installer.yaml"
+  h=$D/installer-host
   if grep -qE '^ +path: /$|hostPID: true|nsenter -t 1' "$D/installer.yaml" || ! grep -q "path: $h" "$D/installer.yaml"; then
     die "rendering the installer for the e2e failed"
   fi
   kc apply -f "$D/installer.yaml"
-  kc -n kube-system rollout status "$ds" --timeout=120s
-  local b=target/bundle/containerd-shim-wasmedge o=/opt/containerd-shim-wasmedge f
-  for f in $(cd "$b" && find bin lib -type f); do cmp "$b/$f" "$h$o/$f"; done
-  [ "$(readlink "$h/usr/local/bin/containerd-shim-wasmedge-v1")" = "$o/bin/containerd-shim-wasmedge-v1" ] || die "shim link"
-  [ "$(readlink "$h/usr/local/bin/containerd-wasmedge-config")" = "$o/bin/containerd-wasmedge-config" ] || die "config tool link"
-  cmp runtime-config/node-config.toml "$h/etc/containerd-shim-wasmedge/config.toml"
-  for p in runtime-config/policies/*.yaml; do cmp "$p" "$h/etc/containerd-shim-wasmedge/policies/$(basename "$p")"; done
-  grep -q 'runtimes.wasmedge\]' "$h/etc/containerd/conf.d/wasmedge.toml"
-  grep -qF "imports = [\"/etc/containerd/conf.d/*.toml\"]" "$h/etc/containerd/config.toml"
-  [ "$(wc -l < "$h/containerd-restarts")" = 1 ] || die "restart command not run once"
-  ok "installed: the node bundle (same bytes) in $o, links in /usr/local/bin, node config, policies from the ConfigMap, drop-in, imports, one restart"
+  kc -n kube-system rollout status "$ds" --timeout=180s
+  local want on
+  want=$(wasm_node_indexes | wc -l)
+  [ "$(kc -n kube-system get "$ds" -o jsonpath='{.status.desiredNumberScheduled}')" = "$want" ] || die "DaemonSet wants $(kc -n kube-system get "$ds" -o jsonpath='{.status.desiredNumberScheduled}') pods, not $want"
+  on=$(kc -n kube-system get pods -l app.kubernetes.io/name=containerd-shim-wasmedge-installer -o jsonpath='{range .items[*]}{.spec.nodeName}{"\n"}{end}' | sort)
+  [ "$on" = "$(wasm_node_names)" ] || die "installer pods on: $(echo $on); labelled nodes: $(wasm_node_names | tr '\n' ' ')"
+  ok "installer DaemonSet: one pod on each labelled node ($(echo $on)), none elsewhere"
+  local b=target/bundle/containerd-shim-wasmedge o=/opt/containerd-shim-wasmedge f p
+  for i in $(wasm_node_indexes); do
+    h=$(k8s_node_dir "$i")/installer-host
+    for f in $(cd "$b" && find bin lib -type f); do cmp "$b/$f" "$h$o/$f"; done
+    [ "$(readlink "$h/usr/local/bin/containerd-shim-wasmedge-v1")" = "$o/bin/containerd-shim-wasmedge-v1" ] || die "shim link"
+    [ "$(readlink "$h/usr/local/bin/containerd-wasmedge-config")" = "$o/bin/containerd-wasmedge-config" ] || die "config tool link"
+    cmp runtime-config/node-config.toml "$h/etc/containerd-shim-wasmedge/config.toml"
+    for p in runtime-config/policies/*.yaml; do cmp "$p" "$h/etc/containerd-shim-wasmedge/policies/$(basename "$p")"; done
+    grep -q 'runtimes.wasmedge\]' "$h/etc/containerd/conf.d/wasmedge.toml"
+    grep -qF "imports = [\"/etc/containerd/conf.d/*.toml\"]" "$h/etc/containerd/config.toml"
+    [ "$(wc -l < "$h/containerd-restarts")" = 1 ] || die "restart command not run once on $(k8s_node_name "$i")"
+    ok "$(k8s_node_name "$i"): the node bundle (same bytes) in $o, links in /usr/local/bin, node config, policies from the ConfigMap, drop-in, imports, one restart"
+  done
+  for i in $(k8s_nodes); do
+    k8s_node_is_wasm "$i" && continue
+    h=$(k8s_node_dir "$i")/installer-host
+    [ ! -e "$h$o" ] && [ ! -e "$h/containerd-restarts" ] || die "installed on unlabelled node $(k8s_node_name "$i")"
+  done
   kc -n kube-system logs "$ds" | sed 's/^/    /'
   kc -n kube-system set env "$ds" ACTION=uninstall
-  kc -n kube-system rollout status "$ds" --timeout=120s
-  wait_for 60 "uninstall" test ! -L "$h/usr/local/bin/containerd-shim-wasmedge-v1"
-  [ ! -e "$h$o" ] || die "bundle left in $o"
-  [ ! -e "$h/etc/containerd/conf.d/wasmedge.toml" ] || die "drop-in left"
-  [ "$(wc -l < "$h/containerd-restarts")" = 2 ] || die "restart command not run on uninstall"
-  ok "uninstalled: bundle, links and drop-in removed, restart run"
+  kc -n kube-system rollout status "$ds" --timeout=180s
+  for i in $(wasm_node_indexes); do
+    h=$(k8s_node_dir "$i")/installer-host
+    wait_for 60 "uninstall on $(k8s_node_name "$i")" test ! -L "$h/usr/local/bin/containerd-shim-wasmedge-v1"
+    [ ! -e "$h$o" ] || die "bundle left in $o"
+    [ ! -e "$h/etc/containerd/conf.d/wasmedge.toml" ] || die "drop-in left"
+    [ "$(wc -l < "$h/containerd-restarts")" = 2 ] || die "restart command not run on uninstall"
+  done
+  ok "uninstalled on every labelled node: bundle, links and drop-in removed, restart run"
   kc delete -f "$D/installer.yaml" --wait=true
+}
+
+# --- drain: a wasm node drained under a bounded load on the edge function's Service -------------
+# (More than one wasm node only.) The load: sequential requests from node 0's netns to the
+# ClusterIP, each with its own connection; every one must get a 200.
+load_loop() { # IP OUT STOPFILE
+  local n=0
+  while [ ! -e "$3" ]; do
+    rc=0; code=$(k8s_netns_exec curl -s --max-time 10 -o /dev/null -w '%{http_code}' "http://$1/api/v1/items?n=$n") || rc=$?
+    echo "$(date +%s.%N) $code curl-exit-$rc" >> "$2"
+    n=$((n + 1))
+    sleep 0.05
+  done
+}
+case_drain() {
+  [ "$(wasm_node_names | wc -l)" -ge 2 ] || { echo "  skipped: fewer than 2 wasm nodes"; return 77; }
+  kc apply -f k8s/runtimeclass.yaml -f k8s/edge-function.yaml
+  kc rollout status deployment/edge-function --timeout=180s
+  wait_for 60 "2 ready replicas" field_is deployment edge-function '{.status.readyReplicas}' 2
+  local ip victim other out=$D/drain-load.txt stop=$D/drain-load.stop nodes
+  nodes=$(kc get pods -l app=edge-function -o jsonpath='{range .items[*]}{.spec.nodeName}{"\n"}{end}' | sort -u)
+  [ "$(echo "$nodes" | wc -l)" = 2 ] || die "edge-function replicas not on both wasm nodes: $(echo $nodes)"
+  victim=$(echo "$nodes" | head -1); other=$(echo "$nodes" | tail -1)
+  ip=$(jp service edge-function '{.spec.clusterIP}')
+  wait_for 120 "2 ready endpoints of edge-function" field_is endpointslices \
+    --selector=kubernetes.io/service-name=edge-function '{range .items[*].endpoints[?(@.conditions.ready==true)]}x{end}' xx
+  rm -f "$out" "$stop"
+  load_loop "$ip" "$out" "$stop" &
+  local loader=$!
+  sleep 5
+  local t0=$SECONDS drain_start
+  drain_start=$(date +%s.%N)
+  kc drain "$victim" --ignore-daemonsets --delete-emptydir-data --timeout=180s
+  local drained=$((SECONDS - t0))
+  wait_for 180 "2 ready replicas again" field_is deployment edge-function '{.status.readyReplicas}' 2
+  local now_on
+  now_on=$(kc get pods -l app=edge-function -o jsonpath='{range .items[*]}{.spec.nodeName}{"\n"}{end}' | sort -u)
+  sleep 5
+  touch "$stop"; wait "$loader"
+  kc uncordon "$victim"
+  local total failed_n
+  total=$(wc -l < "$out"); failed_n=$(awk '$2 != 200' "$out" | wc -l)
+  [ "$now_on" = "$other" ] || die "after the drain the replicas are on: $(echo $now_on), expected $other only"
+  ok "kubectl drain $victim in ${drained}s; the replacement runs on $other"
+  [ "$total" -ge 20 ] || die "only $total requests sent during the drain"
+  [ "$failed_n" = 0 ] || die "$failed_n of $total requests failed during the drain (status, seconds after the drain began): $(awk -v t="$drain_start" '$2 != 200 { printf "%s(%s)@%+.2fs ", $2, $3, $1 - t }' "$out")"
+  ok "$total requests to ClusterIP $ip during the drain, all 200"
+  kc delete -f k8s/edge-function.yaml --wait=true
 }
 
 # --- 6. start to Ready: wasm pod vs runc pod ----------------------------------------------------
@@ -249,22 +341,25 @@ case_delete() {
   ok "kubectl get pods -A: no pods"
   local root daemons
   root=$(cat "$D/cgroup-root")
-  daemons=" $(for n in etcd kube-apiserver kube-controller-manager kube-scheduler containerd kubelet kube-proxy holder; do k8s_pid_alive $n; done | tr '\n' ' ')"
+  daemons=" $({ for n in etcd kube-apiserver kube-controller-manager kube-scheduler; do k8s_pid_alive $n; done
+    for i in $(k8s_nodes); do for n in containerd kubelet kube-proxy holder; do k8s_pid_alive "$n$(k8s_node_sfx "$i")"; done; done; } | tr '\n' ' ')"
   others() { for p in $(k8s_cgroup_pids); do case "$daemons" in *" $p "*) ;; *) echo "$p";; esac; done; }
   wait_for 60 "shims and container processes to exit" is_empty others
   ok "no shim or container process left in $root"
-  pod_cgroups() { for h in $(k8s_cgroup_mounts); do [ -d "$h$root/kubepods" ] && find "$h$root/kubepods" -mindepth 1 -type d -name 'pod*'; done; }
+  pod_cgroups() { for h in $(k8s_cgroup_mounts); do [ -d "$h$root" ] && find "$h$root" -mindepth 1 -type d -path '*/kubepods/*' -name 'pod*'; done; }
   wait_for 90 "pod cgroups removed" is_empty pod_cgroups
-  ok "no pod cgroup dir left under $root/kubepods"
-  local holder mounts
-  holder=$(k8s_pid_alive holder)
-  # (kubelet's root dir is a bind mount of itself, for mount propagation: not a pod's.)
-  mounts=$(k8s_mounts_under "$holder" "$D/containerd"; k8s_mounts_under "$holder" "$D/kubelet/root/pods"; k8s_mounts_under "$holder" "$D/host")
-  [ -z "$mounts" ] || die "mounts left: $mounts"
-  ok "no rootfs, shm, netns or volume mount left (node mount namespace)"
-  [ -z "$(ls -A "$D/host/run-wasmedge/k8s.io" 2>/dev/null)" ] || die "shim state left: $(ls "$D/host/run-wasmedge/k8s.io")"
-  [ -z "$(ls -A "$D/host/run-shim-sockets" 2>/dev/null)" ] || die "shim sockets left: $(ls "$D/host/run-shim-sockets")"
-  ok "no shim state left in /run/containerd/wasmedge/k8s.io, no shim socket in /run/containerd/s"
+  ok "no pod cgroup dir left under any node's kubepods below $root"
+  local i holder mounts nd
+  for i in $(k8s_nodes); do
+    holder=$(k8s_pid_alive "holder$(k8s_node_sfx "$i")"); nd=$(k8s_node_dir "$i")
+    # (kubelet's root dir is a bind mount of itself, for mount propagation: not a pod's.)
+    mounts=$(k8s_mounts_under "$holder" "$nd/containerd"; k8s_mounts_under "$holder" "$nd/kubelet/root/pods"; k8s_mounts_under "$holder" "$nd/host")
+    [ -z "$mounts" ] || die "mounts left on $(k8s_node_name "$i"): $mounts"
+    [ -z "$(ls -A "$nd/host/run-wasmedge/k8s.io" 2>/dev/null)" ] || die "shim state left on $(k8s_node_name "$i"): $(ls "$nd/host/run-wasmedge/k8s.io")"
+    [ -z "$(ls -A "$nd/host/run-shim-sockets" 2>/dev/null)" ] || die "shim sockets left on $(k8s_node_name "$i"): $(ls "$nd/host/run-shim-sockets")"
+  done
+  ok "no rootfs, shm, netns or volume mount left (each node's mount namespace)"
+  ok "no shim state left in /run/containerd/wasmedge/k8s.io, no shim socket in /run/containerd/s (each node)"
 }
 
 # --- canary: the weight controller's rollouts on this cluster (tests/e2e_canary.rs) -------------
@@ -300,6 +395,7 @@ run_case service case_service
 run_case http case_http
 run_case installer case_installer
 run_case canary case_canary
+run_case drain case_drain
 run_case bench case_bench
 run_case delete case_delete
 

@@ -12,6 +12,13 @@ K8S_CLUSTER_CIDR=10.244.0.0/16
 K8S_SERVICE_CIDR=10.96.0.0/24
 K8S_API_SERVICE_IP=10.96.0.1
 K8S_NODE_LABEL=wasmedge.io/runtime=true
+# Nodes: K8S_NODES of them (1 or more). Node 0 holds the control plane and is the one above
+# ($K8S_NETNS, $K8S_NODE_IP); node i > 0 has netns $K8S_NETNS-i, IP 10.200.0.(i+1) and pod subnet
+# 10.244.i.0/24, joined to node 0 by a veth on bridge k8sbr0 there, with routes to every other
+# node's pod subnet. With more than one node, only the nodes in K8S_WASM_NODES (indexes) carry
+# $K8S_NODE_LABEL and the wasmedge runtime.
+K8S_NODES=${K8S_NODES:-3}
+K8S_WASM_NODES=${K8S_WASM_NODES:-1 2}
 # The releases the cluster runs: Kubernetes K8S_VERSION (built by k8s-build.sh) on containerd
 # CONTAINERD (2.3: built by containerd-build.sh, config version 3; 1.7: Debian's /usr/bin, config
 # version 2). Tested pairs: 1.37.2 + 2.3 (the default) and 1.34.4 + 1.7.
@@ -19,6 +26,16 @@ K8S_VERSION=${K8S_VERSION:-1.37.2}
 K8S_VERSION=${K8S_VERSION#v}
 CONTAINERD=${CONTAINERD:-2.3}
 export K8S_VERSION CONTAINERD
+
+# Per node I (0-based): name, pid-name suffix, netns, IP, state dir, pod subnet.
+k8s_nodes() { local n; n=$(cat "$K8S_E2E_DIR/nodes" 2>/dev/null || echo "$K8S_NODES"); seq 0 $((n - 1)); }
+k8s_node_name() { if [ "$(k8s_nodes | wc -l)" = 1 ]; then echo "$K8S_NODE_NAME"; else echo "$K8S_NODE_NAME-$1"; fi; }
+k8s_node_sfx() { [ "$1" = 0 ] || echo "-$1"; }
+k8s_node_netns() { echo "$K8S_NETNS$(k8s_node_sfx "$1")"; }
+k8s_node_ip() { echo "10.200.0.$(($1 + 1))"; }
+k8s_node_dir() { if [ "$1" = 0 ]; then echo "$K8S_E2E_DIR"; else echo "$K8S_E2E_DIR/node$1"; fi; }
+k8s_node_pod_subnet() { echo "10.244.$1.0/24"; }
+k8s_node_is_wasm() { [ "$(k8s_nodes | wc -l)" = 1 ] || echo " $K8S_WASM_NODES " | grep -q " $1 "; }
 
 k8s_repo() { cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd; }
 
@@ -37,9 +54,10 @@ k8s_pid_alive() { # NAME -> prints the pid if the recorded process still runs
 
 # Runs a command in the cluster's network and mount namespaces (where kubelet and containerd
 # see the same mounts).
-k8s_node_exec() {
-  local holder
-  holder=$(k8s_pid_alive holder) || { echo "e2e cluster is not up (no $K8S_E2E_DIR/pids/holder.pid)" >&2; return 1; }
+k8s_node_exec() { k8s_node_exec_on 0 "$@"; }
+k8s_node_exec_on() { # NODE CMD...
+  local holder name="holder$(k8s_node_sfx "$1")"; shift
+  holder=$(k8s_pid_alive "$name") || { echo "e2e cluster is not up (no $K8S_E2E_DIR/pids/$name.pid)" >&2; return 1; }
   nsenter -t "$holder" -m -n -- "$@"
 }
 
