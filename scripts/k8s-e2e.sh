@@ -365,9 +365,10 @@ case_delete() {
 # --- canary: the weight controller's rollouts on this cluster (tests/e2e_canary.rs) -------------
 case_canary() {
   local bin
-  bin=$(cargo test --release --test e2e_canary --no-run --message-format=json 2>/dev/null \
-    | jq -r 'select(.executable != null and .target.name == "e2e_canary") | .executable' | tail -n 1)
-  [ -x "$bin" ] || die "the e2e_canary test binary did not build"
+  # (|| true: under set -e a failed build would end the case without saying why.)
+  bin=$(cargo test --release --test e2e_canary --no-run --message-format=json 2>"$D/logs/e2e_canary-build.log" \
+    | jq -r 'select(.executable != null and .target.name == "e2e_canary") | .executable' | tail -n 1) || true
+  [ -x "$bin" ] || { tail -n 30 "$D/logs/e2e_canary-build.log" >&2; die "the e2e_canary test binary did not build"; }
   kc apply -f k8s/runtimeclass.yaml >/dev/null
   # In the node's network namespace: the controller scrapes pod IPs, the load goes to the ClusterIP.
   # One test stops the kube-apiserver for a while (SIGSTOP); it continues it itself, and so

@@ -14,7 +14,7 @@
 //!
 //! Each test works in a namespace of its own and deletes it afterwards.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,7 +27,7 @@ use hyper_util::client::legacy::Client as HttpClient;
 use hyper_util::rt::TokioExecutor;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{
@@ -270,6 +270,19 @@ impl Scenario {
         .await
     }
 
+    /// The nodes running pods of `track` (stable, canary) now.
+    async fn nodes_of(&self, track: &str) -> BTreeSet<String> {
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
+        pods.list(&ListParams::default().labels(&format!("track={track}")))
+            .await
+            .expect("listing pods")
+            .items
+            .into_iter()
+            .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+            .filter_map(|p| p.spec.and_then(|s| s.node_name))
+            .collect()
+    }
+
     /// Deletes the namespace; a failed test leaves it for a look.
     async fn delete(self) {
         let namespaces: Api<Namespace> = Api::all(self.client.clone());
@@ -290,6 +303,17 @@ impl Scenario {
             .expect("a ClusterIP");
         Load::start(format!("http://{ip}:80/"))
     }
+}
+
+/// Nodes labelled for the wasmedge runtime.
+async fn wasm_node_count(client: &Client) -> usize {
+    let nodes: Api<Node> = Api::all(client.clone());
+    nodes
+        .list(&ListParams::default().labels("wasmedge.io/runtime=true"))
+        .await
+        .expect("listing nodes")
+        .items
+        .len()
 }
 
 fn deployment(
@@ -444,7 +468,27 @@ async fn healthy_canary_walks_every_step_and_is_promoted() {
     };
     let scenario = Scenario::new(&client, "promote", 0).await;
     let (load, controller) = scenario.start_rollout().await;
-    let seen = scenario.until_finished(Duration::from_secs(600)).await;
+    // With several wasm nodes the rollout spans them: at the 50 % step both tracks' pods run
+    // on every wasm node the scheduler spreads them to (at least two).
+    let wasm_nodes = wasm_node_count(&client).await;
+    let mut seen = scenario
+        .watch_until(Duration::from_secs(600), |s| {
+            s.effective_weight >= 50.0 || matches!(s.phase, Phase::Promoted | Phase::RolledBack)
+        })
+        .await;
+    let (stable_on, canary_on) = (
+        scenario.nodes_of("stable").await,
+        scenario.nodes_of("canary").await,
+    );
+    eprintln!("at 50 %: stable pods on {stable_on:?}, canary pods on {canary_on:?}");
+    if wasm_nodes >= 2 {
+        let spanned: BTreeSet<_> = stable_on.union(&canary_on).collect();
+        assert!(
+            spanned.len() >= 2 && canary_on.len() >= 2,
+            "the rollout should span the {wasm_nodes} wasm nodes: stable on {stable_on:?}, canary on {canary_on:?}"
+        );
+    }
+    seen.extend(scenario.until_finished(Duration::from_secs(600)).await);
     eprintln!("load: {}", load.summary());
     let last = seen.last().unwrap();
     assert_eq!(last.phase, Phase::Promoted, "{:?}", last.message);
