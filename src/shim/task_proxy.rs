@@ -124,11 +124,13 @@ fn private_socket_path(dir: &Path) -> Result<PathBuf> {
     Ok(path)
 }
 
-/// A socket to unlink when the daemon exits, and the inode it had when this daemon owned it.
+/// A socket to unlink when the daemon exits, the inode it had when this daemon owned it, and
+/// the daemon's pid (a forked child that calls `exit` must not unlink the daemon's sockets).
 struct ExitUnlink {
     path: std::ffi::CString,
     dev: libc::dev_t,
     ino: libc::ino_t,
+    pid: libc::pid_t,
 }
 
 static PUBLIC_SOCKET: std::sync::OnceLock<ExitUnlink> = std::sync::OnceLock::new();
@@ -140,6 +142,10 @@ fn remove_at_exit(slot: &'static std::sync::OnceLock<ExitUnlink>, path: &Path) {
     extern "C" fn unlink_sockets() {
         for slot in [&PUBLIC_SOCKET, &PRIVATE_SOCKET] {
             let Some(entry) = slot.get() else { continue };
+            // SAFETY: getpid has no preconditions.
+            if unsafe { libc::getpid() } != entry.pid {
+                continue;
+            }
             // SAFETY: a valid C string and a zeroed stat buffer.
             unsafe {
                 let mut st: libc::stat = std::mem::zeroed();
@@ -164,6 +170,7 @@ fn remove_at_exit(slot: &'static std::sync::OnceLock<ExitUnlink>, path: &Path) {
         path: path_c,
         dev: meta.dev() as libc::dev_t,
         ino: meta.ino() as libc::ino_t,
+        pid: std::process::id() as libc::pid_t,
     };
     if slot.set(entry).is_ok() {
         static REGISTERED: std::sync::Once = std::sync::Once::new();
