@@ -69,7 +69,7 @@ k8s_bin() { cat "$K8S_E2E_DIR/bin-dir"; }
 # The dir of the node's containerd, ctr and containerd-shim-runc-v2 (recorded by k8s-up.sh).
 k8s_containerd_bin() { cat "$K8S_E2E_DIR/containerd-bin-dir"; }
 
-# The cluster as the API reports it: "1 node Ready: kubelet v1.37.2, containerd v2.3.7".
+# The cluster as the API reports it: "3 nodes Ready: kubelet v1.37.2, containerd v2.3.7".
 k8s_cluster_line() {
   kc get nodes -o jsonpath='{range .items[*]}{.status.conditions[?(@.type=="Ready")].status} {.status.nodeInfo.kubeletVersion} {.status.nodeInfo.containerRuntimeVersion}{"\n"}{end}' |
     awk '{ n++; if ($1 == "True") r++; k[$2]; sub(/^containerd:\/\//, "", $3); sub(/^v?/, "v", $3); c[$3] }
