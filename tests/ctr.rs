@@ -126,22 +126,12 @@ fn kill_running_loop(c: &Containerd, image: &str, signal: &str) -> String {
     // Let the module get into its busy loop.
     std::thread::sleep(Duration::from_millis(300));
     let started = Instant::now();
-    c.ctr_ok(&["task", "kill", "-s", signal, &id]);
-    assert!(
-        c.wait_task_status(&id, "STOPPED", Duration::from_secs(60)),
-        "{signal} did not stop the module's busy loop"
-    );
+    let deleted = c.stop_task(&id, signal, Duration::from_secs(60));
     eprintln!(
-        "measured: {signal} to STOPPED (as ctr sees it) in {:?}",
+        "measured: {signal} to STOPPED and deleted (as ctr sees it) in {:?}",
         started.elapsed()
     );
-    let out = c.ctr(&["task", "delete", &id]);
-    c.ctr_ok(&["container", "rm", &id]);
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
+    deleted
 }
 
 #[test]

@@ -487,6 +487,8 @@ async fn healthy_canary_walks_every_step_and_is_promoted() {
             spanned.len() >= 2 && canary_on.len() >= 2,
             "the rollout should span the {wasm_nodes} wasm nodes: stable on {stable_on:?}, canary on {canary_on:?}"
         );
+    } else {
+        eprintln!("skipped: the rollout's spread over nodes (only {wasm_nodes} wasm node)");
     }
     seen.extend(scenario.until_finished(Duration::from_secs(600)).await);
     eprintln!("load: {}", load.summary());
